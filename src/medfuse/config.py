@@ -1,0 +1,333 @@
+"""Run configuration: ``RunConfig = DataSpec + ModelSpec + TrainSpec``.
+
+Configs are YAML files validated by pydantic. Unknown keys and wrong values are
+:class:`~medfuse.errors.ConfigError` s that name the key, the value, the valid
+options and the closest match::
+
+    >>> from medfuse.config import load_config
+    >>> cfg = load_config("synth_derm", overrides=["train.max_epochs=2"])
+    >>> cfg.train.max_epochs
+    2
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medfuse.errors import ConfigError, did_you_mean, format_options
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+ColumnType = Literal["continuous", "categorical"]
+Modality = Literal["image", "tabular", "text"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataPolicy(_Spec):
+    """What to do with each kind of bad input found by validation.
+
+    ``error`` stops with a message naming every culprit; ``drop`` removes the
+    row, counts it and reports the count (log + ``metrics.json``); ``keep``
+    keeps the row and reports it (missing numbers are imputed, empty texts
+    become an empty token sequence).
+    """
+
+    missing_image: Literal["error", "drop"] = "error"
+    bad_image: Literal["error", "drop"] = "error"
+    missing_target: Literal["error", "drop"] = "error"
+    missing_number: Literal["error", "drop", "keep"] = "keep"
+    infinite_number: Literal["error", "drop", "keep"] = "error"
+    bad_number: Literal["error", "drop", "keep"] = "error"
+    empty_text: Literal["error", "drop", "keep"] = "keep"
+
+
+class SplitSpec(_Spec):
+    """How rows are split into train / validation / test."""
+
+    test_size: float = Field(0.2, gt=0.0, lt=1.0)
+    valid_size: float = Field(0.1, gt=0.0, lt=1.0)
+    dedupe_images: bool = Field(
+        True, description="group near-duplicate images so they never straddle a split"
+    )
+    hash_distance: int = Field(
+        6, ge=0, le=64, description="max Hamming distance of 64-bit perceptual hashes"
+    )
+
+
+class DataSpec(_Spec):
+    """Which columns of a table hold which modality.
+
+    Any modality may be absent. ``table`` is a CSV or Parquet file; ``dataset``
+    names a built-in dataset instead (see ``medfuse datasets``). Image paths
+    are relative to the table's folder (absolute paths are used as is).
+    """
+
+    dataset: str | None = None
+    table: Path | None = None
+    image: str | None = None
+    tabular: dict[str, ColumnType] = Field(default_factory=dict)
+    text: str | None = None
+    target: str = "label"
+    group: str | None = None
+    positive: str | None = Field(
+        None, description="positive class label; default: the last class in sorted order"
+    )
+    policy: DataPolicy = Field(default_factory=DataPolicy)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataSpec:
+        if not (self.image or self.tabular or self.text):
+            raise ValueError(
+                "no input modality: set at least one of 'image', 'tabular' or 'text'"
+            )
+        used: dict[str, str] = {}
+        for role, col in self.columns().items():
+            if col in used and used[col] != role:
+                raise ValueError(f"column '{col}' is used both as {used[col]} and as {role}")
+            used.setdefault(col, role)
+        return self
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modalities present, in canonical order."""
+        out = []
+        if self.image:
+            out.append("image")
+        if self.tabular:
+            out.append("tabular")
+        if self.text:
+            out.append("text")
+        return out
+
+    @property
+    def categorical(self) -> list[str]:
+        return [c for c, t in self.tabular.items() if t == "categorical"]
+
+    @property
+    def continuous(self) -> list[str]:
+        return [c for c, t in self.tabular.items() if t == "continuous"]
+
+    def columns(self) -> dict[str, str]:
+        """Map role -> column name for every column the spec uses."""
+        roles: dict[str, str] = {"target": self.target}
+        if self.image:
+            roles["image"] = self.image
+        if self.text:
+            roles["text"] = self.text
+        if self.group:
+            roles["group"] = self.group
+        for col in self.tabular:
+            roles[f"tabular:{col}"] = col
+        return roles
+
+
+class ModelSpec(_Spec):
+    """The model: encoders per modality, fusion and head."""
+
+    kind: Literal["fusion", "hybrid"] = "fusion"
+    image_backbone: str = "tf_efficientnet_lite0"
+    pretrained: str = Field(
+        "builtin", description="'builtin', 'none', 'hub' or a local .pth/.safetensors path"
+    )
+    image_size: int | None = Field(None, ge=16, le=1024)
+    text_encoder: Literal["wordcnn", "minilm"] = "wordcnn"
+    fusion: Literal["concat", "gated", "late"] = "concat"
+    hidden_dims: list[int] = Field(default_factory=lambda: [128])
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    max_tokens: int = Field(128, ge=4, le=4096)
+    min_token_freq: int = Field(2, ge=1)
+    max_vocab: int = Field(20000, ge=10)
+    head: str = Field("lr", description="classical head of hybrid models")
+
+
+class TrainSpec(_Spec):
+    """Optimisation and hardware; ``devices`` / ``strategy`` go to Lightning as is."""
+
+    max_epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    patience: int = Field(3, ge=1)
+    seed: int = 0
+    num_workers: int = Field(0, ge=0)
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    precision: str = "32-true"
+
+
+class RunConfig(_Spec):
+    """A whole run: what data, which model, how to train."""
+
+    name: str | None = None
+    data: DataSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def available_configs() -> list[str]:
+    """Names of the configs shipped in ``configs/``."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A path as given, or a name from ``configs/`` (``iu_xray`` or ``iu-xray``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    stem = str(name_or_path).removesuffix(".yaml").replace("-", "_")
+    candidate = CONFIG_DIR / f"{stem}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = available_configs()
+    raise ConfigError(
+        f"config '{name_or_path}' is neither a file nor a built-in config name. "
+        f"Built-in configs: {format_options(names)}.{did_you_mean(stem, names)}"
+    )
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config dict."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"override '{item}' must look like 'section.key=value', "
+                "e.g. --set train.max_epochs=3"
+            )
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{item}': value is not valid YAML ({exc})") from exc
+        parts = key.strip().split(".")
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(f"override '{item}': '{where}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def parse_config(
+    raw: dict[str, Any], source: str = "<config>", overrides: list[str] | None = None
+) -> RunConfig:
+    """Validate a raw dict (e.g. from YAML) into a :class:`RunConfig`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a config must be a mapping with a 'data' section")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        raise ConfigError(f"invalid config {source}:\n  - " + "\n  - ".join(lines)) from None
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config by name (from ``configs/``) or path, applying ``--set`` overrides."""
+    path = resolve_config_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config '{path}' is not valid YAML: {exc}") from exc
+    cfg = parse_config(raw, source=f"'{path}'", overrides=overrides)
+    if cfg.name is None:
+        cfg.name = path.stem
+    return cfg
+
+
+# --------------------------------------------------------------- error messages
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """Members of a Union/Optional annotation (or the annotation itself)."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return [a for a in typing.get_args(annotation) if a is not type(None)]
+    return [annotation]
+
+
+def _annotation_at(loc: tuple[Any, ...]) -> Any:
+    """The annotation of the field at ``loc`` inside RunConfig, or None."""
+    ann: Any = RunConfig
+    for part in loc:
+        nxt = None
+        for member in _unwrap(ann):
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                field = member.model_fields.get(str(part))
+                if field is not None:
+                    nxt = field.annotation
+                    break
+            elif typing.get_origin(member) is dict:
+                nxt = typing.get_args(member)[1]
+                break
+        if nxt is None:
+            return None
+        ann = nxt
+    return ann
+
+
+def _field_names_at(loc: tuple[Any, ...]) -> list[str]:
+    ann = _annotation_at(loc)
+    for member in _unwrap(ann) if ann is not None else []:
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return list(member.model_fields)
+    return []
+
+
+def _literal_options(loc: tuple[Any, ...]) -> list[Any]:
+    ann = _annotation_at(loc)
+    for member in _unwrap(ann) if ann is not None else []:
+        if typing.get_origin(member) is Literal:
+            return list(typing.get_args(member))
+    return []
+
+
+def _describe(err: Any) -> str:
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc) or "<root>"
+    kind = err["type"]
+    given = err.get("input")
+    if kind == "extra_forbidden":
+        valid = _field_names_at(loc[:-1])
+        return (
+            f"unknown key '{key}'. Valid keys here: {format_options(valid)}."
+            f"{did_you_mean(loc[-1], valid)}"
+        )
+    if kind == "missing":
+        return f"missing required key '{key}'"
+    options = _literal_options(loc)
+    if options:
+        return (
+            f"'{key}' must be one of {format_options(options)}. Got {given!r} instead."
+            f"{did_you_mean(given, options)}"
+        )
+    msg = err["msg"].removeprefix("Value error, ")
+    if not loc:
+        return str(msg)
+    if kind == "value_error":
+        return f"'{key}': {msg}"
+    return f"'{key}': {msg}. Got {given!r}."

@@ -1,0 +1,146 @@
+"""One preprocessor per modality, fitted together on training rows, saved as JSON.
+
+This bundle is what a run directory stores as ``preprocess.json``.
+
+>>> from medfuse.config import DataSpec
+>>> import pandas as pd
+>>> spec = DataSpec(tabular={"age": "continuous"}, text="note", target="y")
+>>> df = pd.DataFrame({"age": [50.0, 60.0], "note": ["grown", "stable"], "y": ["0", "1"]})
+>>> pre = Preprocessor(spec, min_token_freq=1).fit(df)
+>>> pre.classes_
+['0', '1']
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as tvf
+
+from medfuse.config import DataSpec
+from medfuse.data.tabular import TabularPreprocessor
+from medfuse.data.text import Vocabulary
+from medfuse.data.validation import labels_as_str
+from medfuse.errors import DataError, NotFittedError
+
+
+@dataclass
+class ImageTransform:
+    """Resize to ``size`` x ``size`` and normalise with ``mean`` / ``std`` (per channel).
+
+    The backbone decides the values (timm's pretrained config); defaults suit
+    EfficientNet-Lite (mean = std = 0.5).
+    """
+
+    size: int = 224
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        t = tvf.pil_to_tensor(img.convert("RGB"))
+        t = tvf.resize(t, [self.size, self.size], antialias=True)
+        t = tvf.to_dtype(t, torch.float32, scale=True)
+        return tvf.normalize(t, list(self.mean), list(self.std))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> ImageTransform:
+        return cls(int(state["size"]), tuple(state["mean"]), tuple(state["std"]))
+
+
+class Preprocessor:
+    """Class labels + tabular preprocessing + text vocabulary + image transform.
+
+    ``fit`` must only ever see training rows: it is the single place where
+    statistics of the data are learned.
+    """
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        max_tokens: int = 128,
+        min_token_freq: int = 2,
+        max_vocab: int = 20000,
+        image: ImageTransform | None = None,
+    ) -> None:
+        self.spec = spec
+        self.max_tokens = max_tokens
+        self.min_token_freq = min_token_freq
+        self.max_vocab = max_vocab
+        self.image = image or ImageTransform()
+
+    def fit(self, train: pd.DataFrame) -> Preprocessor:
+        spec = self.spec
+        if spec.target not in train.columns:
+            raise DataError(f"target column '{spec.target}' is missing from the training rows")
+        self.classes_: list[str] = sorted(labels_as_str(train[spec.target]).unique().tolist())
+        if spec.positive is not None and spec.positive in self.classes_:
+            self.classes_.remove(spec.positive)
+            self.classes_.append(spec.positive)
+        self.tabular_ = TabularPreprocessor(dict(spec.tabular)).fit(train) if spec.tabular else None
+        self.vocab_ = (
+            Vocabulary(self.min_token_freq, self.max_vocab).fit(train[spec.text].fillna(""))
+            if spec.text
+            else None
+        )
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "classes_"):
+            raise NotFittedError("Preprocessor is not fitted yet; call fit(train_df) first")
+
+    def encode_target(self, values: pd.Series) -> torch.Tensor:
+        """Class indices; a label unseen in training is an error naming it."""
+        self._check_fitted()
+        lookup = {c: i for i, c in enumerate(self.classes_)}
+        labels = labels_as_str(values)
+        unknown = sorted(set(labels) - set(lookup))
+        if unknown:
+            raise DataError(
+                f"target column '{self.spec.target}' has label(s) {unknown} not seen in "
+                f"training; known classes: {self.classes_}"
+            )
+        return torch.tensor([lookup[v] for v in labels], dtype=torch.long)
+
+    def to_dict(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {
+            "spec": self.spec.model_dump(mode="json"),
+            "classes": self.classes_,
+            "max_tokens": self.max_tokens,
+            "min_token_freq": self.min_token_freq,
+            "max_vocab": self.max_vocab,
+            "image": self.image.to_dict(),
+            "tabular": self.tabular_.to_dict() if self.tabular_ else None,
+            "vocab": self.vocab_.to_dict() if self.vocab_ else None,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> Preprocessor:
+        obj = cls(
+            DataSpec.model_validate(state["spec"]),
+            max_tokens=int(state["max_tokens"]),
+            min_token_freq=int(state["min_token_freq"]),
+            max_vocab=int(state["max_vocab"]),
+            image=ImageTransform.from_dict(state["image"]),
+        )
+        obj.classes_ = list(state["classes"])
+        tab, vocab = state.get("tabular"), state.get("vocab")
+        obj.tabular_ = TabularPreprocessor.from_dict(tab) if tab else None
+        obj.vocab_ = Vocabulary.from_dict(vocab) if vocab else None
+        return obj
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Preprocessor:
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,210 @@
+"""Leakage-safe splits: stratified by label, grouped by patient and by near-duplicate image.
+
+Near-duplicates are found with 64-bit perceptual hashes (DCT pHash via
+``imagehash``): images whose hashes differ in at most ``max_distance`` bits are
+linked, and linked images (transitively) form one group. Patient groups and
+duplicate groups are merged with union-find, so a patient's images and any
+near copy of them always land on the same side of every split.
+
+>>> import pandas as pd
+>>> from medfuse.config import DataSpec
+>>> df = pd.DataFrame({"x": range(40), "y": ["0", "1"] * 20, "pid": [i // 2 for i in range(40)]})
+>>> spec = DataSpec(tabular={"x": "continuous"}, target="y", group="pid")
+>>> train, valid, test = holdout_split(df, spec, seed=0).indices
+>>> len(train) + len(valid) + len(test), set(df.pid[train]) & set(df.pid[test])
+(40, set())
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import imagehash
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from medfuse.config import DataSpec
+from medfuse.data.images import read_image
+from medfuse.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitReport:
+    """What the grouping found; goes to the log and ``metrics.json``."""
+
+    n_rows: int
+    n_groups: int
+    duplicate_groups: int = 0
+    duplicate_images: int = 0
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_rows": self.n_rows,
+            "n_groups": self.n_groups,
+            "duplicate_groups": self.duplicate_groups,
+            "duplicate_images": self.duplicate_images,
+            "sizes": dict(self.sizes),
+        }
+
+
+def image_hashes(paths: list[str], workers: int = 4) -> np.ndarray:
+    """64-bit perceptual hashes (``uint64``) of the images at ``paths``."""
+
+    def one(path: str) -> int:
+        img = read_image(path, draft=128)
+        bits = imagehash.phash(img).hash.flatten()
+        return int("".join("1" if b else "0" for b in bits), 2)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        values = list(pool.map(one, paths))
+    return np.asarray(values, dtype=np.uint64)
+
+
+def _find(parent: np.ndarray, i: int) -> int:
+    root = i
+    while parent[root] != root:
+        root = parent[root]
+    while parent[i] != root:
+        parent[i], i = root, parent[i]
+    return root
+
+
+def _union(parent: np.ndarray, a: int, b: int) -> None:
+    ra, rb = _find(parent, a), _find(parent, b)
+    if ra != rb:
+        parent[max(ra, rb)] = min(ra, rb)
+
+
+def near_duplicate_pairs(hashes: np.ndarray, max_distance: int, block: int = 1024) -> np.ndarray:
+    """``(k, 2)`` index pairs ``i < j`` whose hashes differ in ``<= max_distance`` bits."""
+    n = len(hashes)
+    out = []
+    for start in range(0, n, block):
+        chunk = hashes[start : start + block]
+        dist = np.bitwise_count(chunk[:, None] ^ hashes[None, :])
+        ii, jj = np.nonzero(dist <= max_distance)
+        ii = ii + start
+        keep = ii < jj
+        out.append(np.stack([ii[keep], jj[keep]], axis=1))
+    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
+
+
+def group_labels(
+    df: pd.DataFrame, spec: DataSpec, hashes: np.ndarray | None = None
+) -> tuple[np.ndarray, SplitReport]:
+    """One integer group per row merging patient groups and near-duplicate images.
+
+    ``hashes`` may be passed to reuse image hashes computed earlier.
+    """
+    n = len(df)
+    parent = np.arange(n)
+    if spec.group:
+        first: dict[str, int] = {}
+        for i, g in enumerate(df[spec.group].astype(str)):
+            if g in first:
+                _union(parent, first[g], i)
+            else:
+                first[g] = i
+    dup_groups = dup_images = 0
+    if spec.image and spec.split.dedupe_images:
+        if hashes is None:
+            hashes = image_hashes(df[spec.image].astype(str).tolist())
+        pairs = near_duplicate_pairs(hashes, spec.split.hash_distance)
+        dup_parent = np.arange(n)
+        for a, b in pairs:
+            _union(parent, int(a), int(b))
+            _union(dup_parent, int(a), int(b))
+        roots = np.array([_find(dup_parent, i) for i in range(n)])
+        _, counts = np.unique(roots, return_counts=True)
+        dup_groups = int((counts > 1).sum())
+        dup_images = int(counts[counts > 1].sum())
+    roots = np.array([_find(parent, i) for i in range(n)])
+    _, labels = np.unique(roots, return_inverse=True)
+    report = SplitReport(
+        n_rows=n,
+        n_groups=int(labels.max() + 1) if n else 0,
+        duplicate_groups=dup_groups,
+        duplicate_images=dup_images,
+    )
+    if dup_groups:
+        log.info(
+            "near-duplicate images: %d groups holding %d images (hash distance <= %d)",
+            dup_groups,
+            dup_images,
+            spec.split.hash_distance,
+        )
+    return labels, report
+
+
+def _folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, ...]]:
+    n_groups = len(np.unique(groups))
+    if k < 2:
+        raise ConfigError(f"The 'folds' parameter must be >= 2. Got {k} instead.")
+    if n_groups < k:
+        raise DataError(f"cannot make {k} folds from {n_groups} group(s); use fewer folds")
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(tr, te) for tr, te in cv.split(np.zeros(len(y)), y, groups)]
+
+
+def kfold_splits(
+    df: pd.DataFrame, spec: DataSpec, k: int, seed: int = 0, groups: np.ndarray | None = None
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], SplitReport]:
+    """Stratified, grouped K-fold: ``[(train_idx, test_idx), ...]``."""
+    if groups is None:
+        groups, report = group_labels(df, spec)
+    else:
+        report = SplitReport(n_rows=len(df), n_groups=len(np.unique(groups)))
+    y = df[spec.target].astype(str).to_numpy()
+    folds = [(tr, te) for tr, te in _folds(y, groups, k, seed)]
+    report.sizes = {f"fold{i}": len(te) for i, (_, te) in enumerate(folds)}
+    return folds, report
+
+
+@dataclass
+class HoldoutSplit:
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    report: SplitReport
+
+    @property
+    def indices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.train, self.valid, self.test
+
+
+def carve(
+    y: np.ndarray, groups: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions into ``(rest, held)`` with ``held`` ~ ``fraction``, stratified + grouped."""
+    k = max(2, round(1.0 / fraction))
+    rest, held = _folds(y, groups, k, seed)[0]
+    return rest, held
+
+
+def holdout_split(
+    df: pd.DataFrame, spec: DataSpec, seed: int = 0, groups: np.ndarray | None = None
+) -> HoldoutSplit:
+    """Train / validation / test positions with sizes from ``spec.split``."""
+    if groups is None:
+        groups, report = group_labels(df, spec)
+    else:
+        report = SplitReport(n_rows=len(df), n_groups=len(np.unique(groups)))
+    y = df[spec.target].astype(str).to_numpy()
+    s = spec.split
+    if s.test_size + s.valid_size >= 0.9:
+        raise ConfigError(
+            f"data.split.test_size + data.split.valid_size must be < 0.9. "
+            f"Got {s.test_size} + {s.valid_size}."
+        )
+    rest, test = carve(y, groups, s.test_size, seed)
+    tr, va = carve(y[rest], groups[rest], s.valid_size / (1.0 - s.test_size), seed + 1)
+    train, valid = rest[tr], rest[va]
+    report.sizes = {"train": len(train), "valid": len(valid), "test": len(test)}
+    return HoldoutSplit(np.sort(train), np.sort(valid), np.sort(test), report)

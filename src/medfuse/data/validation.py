@@ -1,0 +1,300 @@
+"""Validate a table against a :class:`~medfuse.config.DataSpec` before anything trains.
+
+Every problem is reported with the table file, the row (0-based data row;
+line ``row + 2`` of a CSV with a header), the column and, for images, the
+image file. What happens to a problem row is set per kind of problem by
+``DataSpec.policy`` (see :class:`~medfuse.config.DataPolicy`); dropped rows are
+counted in the returned :class:`ValidationReport`, never lost silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from medfuse.config import DataSpec
+from medfuse.data.images import read_image
+from medfuse.errors import DataProblem, DataValidationError, ImageDecodeError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+ImageCheck = Literal["decode", "exists", "none"]
+
+
+@dataclass
+class ValidationReport:
+    """What validation found and did. ``to_dict`` goes into ``metrics.json``."""
+
+    table: str
+    rows_in: int
+    rows_out: int = 0
+    problems: list[DataProblem] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "rows_dropped": self.rows_in - self.rows_out,
+            "dropped": dict(self.dropped),
+            "kept_with_problems": dict(self.kept),
+        }
+
+    def summary(self) -> str:
+        parts = [f"{self.rows_out}/{self.rows_in} rows kept from '{self.table}'"]
+        if self.dropped:
+            parts.append("dropped: " + ", ".join(f"{k}={v}" for k, v in self.dropped.items()))
+        if self.kept:
+            parts.append("kept: " + ", ".join(f"{k}={v}" for k, v in self.kept.items()))
+        return "; ".join(parts)
+
+
+def _missing_columns(df: pd.DataFrame, spec: DataSpec, table: str, require_target: bool) -> None:
+    problems = []
+    for role, col in spec.columns().items():
+        if col in df.columns or (role == "target" and not require_target):
+            continue
+        hint = did_you_mean(col, df.columns)
+        problems.append(
+            DataProblem(
+                "missing_column",
+                f"column '{col}' (data.{role.split(':')[0]}) is not in the table.{hint}",
+                column=col,
+                file=table,
+            )
+        )
+    if problems:
+        raise DataValidationError(
+            table, problems, hint=f"Columns present: {list(map(str, df.columns))}"
+        )
+
+
+def _check_numbers(df: pd.DataFrame, spec: DataSpec, table: str, out: list[DataProblem]) -> None:
+    for col in spec.continuous:
+        raw = df[col]
+        num = pd.to_numeric(raw, errors="coerce").astype(float)
+        bad = num.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+        for i in np.flatnonzero(bad.to_numpy()):
+            out.append(
+                DataProblem(
+                    "bad_number", f"value {raw.iloc[i]!r} is not a number", int(i), col, table
+                )
+            )
+        for i in np.flatnonzero(np.isinf(num.to_numpy())):
+            out.append(
+                DataProblem(
+                    "infinite_number", f"value {num.iloc[i]} is infinite", int(i), col, table
+                )
+            )
+        for i in np.flatnonzero((num.isna() & ~bad).to_numpy()):
+            out.append(
+                DataProblem("missing_number", "value is missing (NaN)", int(i), col, table)
+            )
+        df[col] = num.where(np.isfinite(num), np.nan)
+    for col in spec.categorical:
+        df[col] = as_category_strings(df[col])
+
+
+def _check_text(df: pd.DataFrame, col: str, table: str, out: list[DataProblem]) -> None:
+    text = df[col].fillna("").astype(str)
+    for i in np.flatnonzero((text.str.strip() == "").to_numpy()):
+        out.append(DataProblem("empty_text", "text is empty", int(i), col, table))
+    df[col] = text
+
+
+def _check_one_image(value: object, root: Path, check: ImageCheck) -> tuple[str, str | None]:
+    """Return (resolved path, problem kind or None) for one cell of the image column."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
+        return "", "missing_image"
+    p = Path(str(value).strip())
+    path = p if p.is_absolute() else root / p
+    if check == "none":
+        return str(path), None
+    if not path.is_file():
+        return str(path), "missing_image"
+    if check == "decode":
+        try:
+            read_image(path, draft=64)
+        except ImageDecodeError:
+            return str(path), "bad_image"
+    return str(path), None
+
+
+def _check_images(
+    df: pd.DataFrame, col: str, root: Path, table: str, check: ImageCheck, out: list[DataProblem]
+) -> None:
+    workers = min(8, (os.cpu_count() or 1) * 2)
+    values = df[col].tolist()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(lambda v: _check_one_image(v, root, check), values))
+    for i, (path, kind) in enumerate(results):
+        if kind == "missing_image":
+            what = f"image file '{path}' does not exist" if path else "image path is empty"
+            out.append(DataProblem(kind, what, i, col, path or table))
+        elif kind == "bad_image":
+            out.append(
+                DataProblem(kind, f"image file '{path}' cannot be decoded", i, col, path)
+            )
+    df[col] = [r[0] for r in results]
+
+
+def validate_table(
+    df: pd.DataFrame,
+    spec: DataSpec,
+    root: str | os.PathLike[str] | None = None,
+    table: str = "<table>",
+    check_images: ImageCheck = "decode",
+    require_target: bool = True,
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Validate ``df`` against ``spec`` and apply the problem policies.
+
+    Parameters
+    ----------
+    df:
+        The raw table.
+    spec:
+        Which columns hold which modality, and the policy per problem kind.
+    root:
+        Folder that relative image paths are relative to (the table's folder).
+    table:
+        Name of the table used in messages.
+    check_images:
+        ``decode`` (open every image), ``exists`` (only check the file) or ``none``.
+    require_target:
+        False for prediction tables, which may lack the target column.
+
+    Returns
+    -------
+    (clean, report):
+        ``clean`` has numeric continuous columns (NaN where missing), string
+        categories, non-null texts, absolute image paths and a fresh index.
+
+    Raises
+    ------
+    DataValidationError
+        Listing every problem whose policy is ``error``.
+    """
+    report = ValidationReport(table=table, rows_in=len(df))
+    _missing_columns(df, spec, table, require_target)
+    clean = df.copy()
+    problems: list[DataProblem] = []
+    has_target = spec.target in clean.columns
+    if has_target:
+        missing = clean[spec.target].isna() | (clean[spec.target].astype(str).str.strip() == "")
+        for i in np.flatnonzero(missing.to_numpy()):
+            problems.append(
+                DataProblem("missing_target", "target is missing", int(i), spec.target, table)
+            )
+    _check_numbers(clean, spec, table, problems)
+    if spec.text:
+        _check_text(clean, spec.text, table, problems)
+    if spec.image:
+        _check_images(clean, spec.image, Path(root or "."), table, check_images, problems)
+    if spec.group:
+        groups = as_category_strings(clean[spec.group])
+        n_missing = int(groups.isna().sum())
+        if n_missing:  # a row without a group is its own group, never merged with others
+            log.warning("%d row(s) have no '%s'; each is its own group", n_missing, spec.group)
+            groups[groups.isna()] = [f"<row {i}>" for i in np.flatnonzero(groups.isna())]
+        clean[spec.group] = groups
+
+    policy = spec.policy.model_dump()
+    errors = [p for p in problems if policy[p.kind] == "error"]
+    if errors:
+        kinds = sorted({p.kind for p in errors})
+        options = {k: [o for o in ("drop", "keep") if _allowed(k, o)] for k in kinds}
+        fixes = "; ".join(f"data.policy.{k}={'|'.join(v)}" for k, v in options.items())
+        example = fixes.split(";")[0]
+        raise DataValidationError(
+            table, errors, hint=f"Fix the rows above, or set {fixes} (e.g. --set {example})"
+        )
+    drop_rows: set[int] = set()
+    for p in problems:
+        if p.row is not None and policy[p.kind] == "drop":
+            drop_rows.add(p.row)
+    report.problems = problems
+    report.dropped = dict(Counter(p.kind for p in problems if policy[p.kind] == "drop"))
+    report.kept = dict(Counter(p.kind for p in problems if policy[p.kind] == "keep"))
+    if drop_rows:
+        clean = clean.drop(index=sorted(drop_rows))
+    clean = clean.reset_index(drop=True)
+    report.rows_out = len(clean)
+    if has_target:
+        clean[spec.target] = labels_as_str(clean[spec.target])
+    if drop_rows or report.kept:
+        log.warning("validation: %s", report.summary())
+    if has_target and require_target:
+        _check_classes(clean, spec, table)
+    return clean, report
+
+
+def as_category_strings(values: pd.Series) -> pd.Series:
+    """Category / label / group values as stripped strings, missing kept as NaN.
+
+    Integral floats (``1.0``, as pandas reads an integer CSV column with gaps)
+    become ``'1'``, so a table read from CSV and from Parquet give the same codes.
+    """
+    mask = values.notna().to_numpy()
+    present = values[mask]
+    if pd.api.types.is_bool_dtype(present):
+        text = present.astype(int).astype(str)
+    elif pd.api.types.is_float_dtype(present) and bool((present == present.round()).all()):
+        text = present.astype(np.int64).astype(str)
+    else:
+        text = present.astype(str).str.strip()
+    out = pd.Series(np.nan, index=values.index, dtype=object)
+    out[mask] = text.to_numpy()
+    out[out == ""] = np.nan
+    return out
+
+
+def labels_as_str(values: pd.Series) -> pd.Series:
+    """Class labels as strings (see :func:`as_category_strings`)."""
+    return as_category_strings(values).fillna("").astype(str)
+
+
+def _allowed(kind: str, option: str) -> bool:
+    from medfuse.config import DataPolicy
+
+    annotation = DataPolicy.model_fields[kind].annotation
+    return option in getattr(annotation, "__args__", ())
+
+
+def _check_classes(df: pd.DataFrame, spec: DataSpec, table: str) -> None:
+    classes = sorted(df[spec.target].astype(str).unique())
+    if len(classes) < 2:
+        raise DataValidationError(
+            table,
+            [
+                DataProblem(
+                    "single_class",
+                    f"target has {len(classes)} class(es) {classes} after validation; "
+                    "a classifier needs two or more",
+                    column=spec.target,
+                    file=table,
+                )
+            ],
+        )
+    if spec.positive is not None and spec.positive not in classes:
+        raise DataValidationError(
+            table,
+            [
+                DataProblem(
+                    "bad_positive",
+                    f"data.positive={spec.positive!r} is not a class of the target; classes: "
+                    f"{classes}.{did_you_mean(spec.positive, classes)}",
+                    column=spec.target,
+                    file=table,
+                )
+            ],
+        )

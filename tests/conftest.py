@@ -1,0 +1,93 @@
+"""Tiny synthetic fixture datasets built on the fly (a few rows, a few KB of images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from medfuse.config import DataSpec
+
+
+def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2") -> Path:
+    """A minimal valid DICOM file holding a 16-bit grayscale image."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "OT"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def dicom_writer() -> object:
+    """The :func:`write_dicom` helper, for tests that make their own DICOM files."""
+    return write_dicom
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with data.csv (image + tabular + text) and its images (PNG, JPEG, DICOM)."""
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "img").mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        label = i % 2
+        arr = rng.integers(0, 60, size=(32, 32, 3), dtype=np.uint8)
+        if label:
+            arr[8:20, 8:20] = 220
+        name = f"img/{i:02d}." + ("jpg" if i % 3 == 0 else "png")
+        Image.fromarray(arr).save(root / name)
+        rows.append(
+            {
+                "image": name,
+                "age": float(30 + i),
+                "sex": "female" if i % 4 < 2 else "male",
+                "note": "lesion has grown" if label else "stable since childhood",
+                "label": "malignant" if label else "benign",
+                "patient": f"p{i // 2}",
+            }
+        )
+    write_dicom(root / "img" / "scan.dcm", (np.arange(32 * 32).reshape(32, 32) % 4096))
+    rows.append(
+        {"image": "img/scan.dcm", "age": 61.0, "sex": "male", "note": "new scan",
+         "label": "malignant", "patient": "p99"}
+    )
+    pd.DataFrame(rows).to_csv(root / "data.csv", index=False)
+    return root
+
+
+@pytest.fixture()
+def tiny_spec() -> DataSpec:
+    return DataSpec(
+        image="image",
+        tabular={"age": "continuous", "sex": "categorical"},
+        text="note",
+        target="label",
+        group="patient",
+        positive="malignant",
+    )
+
+
+@pytest.fixture()
+def tiny_df(tiny_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(tiny_dir / "data.csv")
