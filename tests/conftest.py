@@ -52,9 +52,12 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rows = []
     for i in range(24):
         label = i % 2
-        arr = rng.integers(0, 60, size=(32, 32, 3), dtype=np.uint8)
-        if label:
-            arr[8:20, 8:20] = 220
+        coarse = rng.integers(0, 120, size=(4, 4, 3), dtype=np.uint8)  # distinct, smooth images
+        arr = np.asarray(Image.fromarray(coarse).resize((32, 32), Image.Resampling.BILINEAR))
+        arr = arr.copy()
+        if label:  # a small bright patch at a random place
+            y0, x0 = rng.integers(2, 24, size=2)
+            arr[y0 : y0 + 6, x0 : x0 + 6] = 230
         name = f"img/{i:02d}." + ("jpg" if i % 3 == 0 else "png")
         Image.fromarray(arr).save(root / name)
         rows.append(

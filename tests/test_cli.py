@@ -59,9 +59,3 @@ def test_bad_input_gives_clean_message_and_exit_2(tmp_path: Path) -> None:
     assert "missing.png' does not exist" in res.stderr and "row 0" in res.stderr
     res = run("prepare", "nope", "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and "unknown dataset 'nope'" in res.stderr
-
-
-def test_demo(tmp_path: Path) -> None:
-    res = run("demo", "--out", str(tmp_path / "demo"), env={"MEDFUSE_HOME": str(tmp_path)})
-    assert res.returncode == 0, res.stderr
-    assert str(tmp_path / "demo") in res.stdout

@@ -117,36 +117,100 @@ def validate(
         console.print(f"findings written to [bold]{out}[/]")
 
 
+def _headline(metrics: dict[str, Any]) -> str:
+    keys = ("n", "accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity",
+            "specificity", "train_seconds", "peak_rss_mb")
+    parts = []
+    for k in keys:
+        v = metrics.get(k)
+        if v is not None:
+            parts.append(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}")
+    return ", ".join(parts)
+
+
+@app.command()
+def train(
+    config: Annotated[str, typer.Argument(help="config name from configs/ or a YAML path")],
+    out: Annotated[Path, typer.Option("--out", help="run directory to write")],
+    set_: SetOption = None,
+    resume: Annotated[bool, typer.Option(help="continue from OUT/checkpoints/last.ckpt")] = False,
+) -> None:
+    """Train on a train / valid / test split and write the run directory."""
+    from medfuse.config import load_config
+    from medfuse.runs import train_run
+
+    metrics = train_run(load_config(config, set_ or []), out, resume=resume)
+    console.print(f"test: {_headline(metrics)}")
+    console.print(f"run directory: [bold]{out}[/]")
+
+
+@app.command()
+def cv(
+    config: Annotated[str, typer.Argument(help="config name from configs/ or a YAML path")],
+    out: Annotated[Path, typer.Option("--out", help="output folder")],
+    folds: Annotated[int, typer.Option(help="number of folds")] = 5,
+    set_: SetOption = None,
+) -> None:
+    """K-fold cross-validation, grouped by patient and near-duplicate image."""
+    from medfuse.config import load_config
+    from medfuse.runs import cv_run
+
+    summary = cv_run(load_config(config, set_ or []), folds, out)
+    table = Table(title=f"{folds}-fold cross-validation")
+    for col in ("metric", "mean", "std", *[f"fold {i}" for i in range(folds)]):
+        table.add_column(col)
+    for key in ("accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity",
+                "specificity", "f1_macro", "train_seconds"):
+        values = [f.get(key) for f in summary["folds"]]
+        table.add_row(key, f"{summary['mean'][key]:.4f}", f"{summary['std'][key]:.4f}",
+                      *[f"{v:.4f}" if v is not None else "-" for v in values])
+    console.print(table)
+    console.print(
+        f"peak RSS: {summary['peak_rss_mb']:.0f} MB; written: [bold]{out / 'cv_metrics.json'}[/]"
+    )
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="run directory of a trained model")],
+    data: Annotated[Path, typer.Option("--data", help="labelled CSV / Parquet table")],
+    out: Annotated[Path | None, typer.Option(help="output folder (default RUN/evaluation)")] = None,
+) -> None:
+    """Evaluate a saved model on a labelled table."""
+    from medfuse.runs import evaluate_run
+
+    metrics = evaluate_run(run, data, out)
+    console.print(_headline(metrics))
+    console.print(f"written: [bold]{(out or run / 'evaluation') / 'metrics.json'}[/]")
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="run directory of a trained model")],
+    data: Annotated[Path, typer.Option("--data", help="CSV / Parquet table (labels optional)")],
+    out: Annotated[Path, typer.Option("--out", help="predictions CSV to write")],
+) -> None:
+    """Predict every row of a table."""
+    from medfuse.runs import predict_run
+
+    preds = predict_run(run, data, out)
+    console.print(f"wrote {len(preds)} predictions to [bold]{out}[/]")
+
+
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/demo"),
+    out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/demo"),
+    set_: SetOption = None,
 ) -> None:
-    """The main job on the built-in synth-derm dataset (image + tabular + text)."""
-    from medfuse.data import holdout_split, load_table, prepare_dataset
-    from medfuse.data.builtin import load_dataset
+    """The main job: train a fused image + tabular + text model on the built-in synth-derm."""
+    from medfuse.config import load_config
+    from medfuse.runs import train_run
 
-    t0 = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    csv = prepare_dataset("synth-derm", out / "data")
-    _, spec = load_dataset("synth-derm")
-    df, report = load_table(csv, spec)
-    split = holdout_split(df, spec, seed=0)
-    from medfuse.data import MultimodalDataset, Preprocessor
-
-    pre = Preprocessor(spec).fit(df.iloc[split.train])
-    sample = MultimodalDataset(df.iloc[split.valid], pre)[0]
-    pre.save(out / "preprocess.json")
-    findings = {
-        "table": str(csv),
-        "validation": report.to_dict(),
-        "split": split.report.to_dict(),
-        "classes": pre.classes_,
-        "sample_shapes": {k: list(v.shape) for k, v in sample.items()},
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    (out / "data_report.json").write_text(json.dumps(findings, indent=1))
-    console.print_json(json.dumps(findings))
-    console.print(f"demo data report: [bold]{out / 'data_report.json'}[/]")
+    cfg = load_config("synth_derm", set_ or [])
+    console.print("training a fused image + tabular + text model on synth-derm ...")
+    metrics = train_run(cfg, out)
+    console.print(f"test: {_headline(metrics)}")
+    console.print(f"run directory (metrics.json, predictions.csv, model): [bold]{out}[/]")
 
 
 def main() -> None:

@@ -140,7 +140,10 @@ class ModelSpec(_Spec):
         "builtin", description="'builtin', 'none', 'hub' or a local .pth/.safetensors path"
     )
     image_size: int | None = Field(None, ge=16, le=1024)
+    freeze_image: bool = Field(False, description="train only the head on frozen image features")
     text_encoder: Literal["wordcnn", "minilm"] = "wordcnn"
+    finetune_text: bool = Field(False, description="fine-tune MiniLM (frozen by default)")
+    embed_dim: int = Field(100, ge=8, le=1024, description="word2vec / word-CNN embedding size")
     fusion: Literal["concat", "gated", "late"] = "concat"
     hidden_dims: list[int] = Field(default_factory=lambda: [128])
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
@@ -161,6 +164,7 @@ class TrainSpec(_Spec):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     patience: int = Field(3, ge=1)
     seed: int = 0
+    augment: bool = Field(True, description="random flips / small affine on training images")
     num_workers: int = Field(0, ge=0)
     accelerator: str = "auto"
     devices: int | str | list[int] = "auto"

@@ -78,8 +78,12 @@ def load_table(
     spec: DataSpec,
     check_images: ImageCheck = "decode",
     require_target: bool = True,
+    training: bool = True,
 ) -> tuple[pd.DataFrame, ValidationReport]:
-    """Read a CSV / Parquet table and validate it; image paths resolve from its folder."""
+    """Read a CSV / Parquet table and validate it; image paths resolve from its folder.
+
+    ``training=False`` for evaluation tables, which may hold a single class.
+    """
     from medfuse.data.table import read_table
     from medfuse.data.validation import validate_table
 
@@ -87,7 +91,7 @@ def load_table(
     df = read_table(p)
     return validate_table(
         df, spec, root=p.parent, table=str(p), check_images=check_images,
-        require_target=require_target,
+        require_target=require_target, training=training,
     )
 
 

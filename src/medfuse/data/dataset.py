@@ -16,6 +16,8 @@ Tabular and text arrays are computed once up front; images are decoded lazily.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
@@ -38,8 +40,15 @@ class MultimodalDataset(Dataset[dict[str, torch.Tensor]]):
         Include ``target``; default: when the target column is present.
     """
 
-    def __init__(self, df: pd.DataFrame, pre: Preprocessor, with_target: bool | None = None):
+    def __init__(
+        self,
+        df: pd.DataFrame,
+        pre: Preprocessor,
+        with_target: bool | None = None,
+        augment: bool = False,
+    ) -> None:
         pre._check_fitted()
+        self.augment = _augmentation() if augment else None
         spec = pre.spec
         self.pre = pre
         self.paths: list[str] = df[spec.image].astype(str).tolist() if spec.image else []
@@ -48,9 +57,8 @@ class MultimodalDataset(Dataset[dict[str, torch.Tensor]]):
             codes, values = pre.tabular_.transform(df)
             self.tensors["tabular_cat"] = torch.from_numpy(codes)
             self.tensors["tabular_cont"] = torch.from_numpy(values)
-        if pre.vocab_ is not None and spec.text:
-            ids = pre.vocab_.encode_batch(df[spec.text].fillna("").astype(str), pre.max_tokens)
-            self.tensors["text"] = torch.from_numpy(ids)
+        if spec.text:
+            self.tensors["text"] = torch.from_numpy(pre.encode_text(df[spec.text]))
         if with_target is None:
             with_target = spec.target in df.columns
         if with_target:
@@ -63,5 +71,18 @@ class MultimodalDataset(Dataset[dict[str, torch.Tensor]]):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         sample = {k: v[i] for k, v in self.tensors.items()}
         if self.paths:
-            sample["image"] = self.pre.image(read_image(self.paths[i]))
+            image = self.pre.image(read_image(self.paths[i]))
+            sample["image"] = self.augment(image) if self.augment is not None else image
         return sample
+
+
+def _augmentation() -> Callable[[torch.Tensor], torch.Tensor]:
+    """Mild geometric augmentation for training images (flip, small affine)."""
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.RandomHorizontalFlip(),
+            v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1)),
+        ]
+    )

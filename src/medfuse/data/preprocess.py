@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
@@ -70,8 +71,10 @@ class Preprocessor:
         min_token_freq: int = 2,
         max_vocab: int = 20000,
         image: ImageTransform | None = None,
+        tokenizer: str = "vocab",
     ) -> None:
         self.spec = spec
+        self.tokenizer = tokenizer
         self.max_tokens = max_tokens
         self.min_token_freq = min_token_freq
         self.max_vocab = max_vocab
@@ -88,10 +91,24 @@ class Preprocessor:
         self.tabular_ = TabularPreprocessor(dict(spec.tabular)).fit(train) if spec.tabular else None
         self.vocab_ = (
             Vocabulary(self.min_token_freq, self.max_vocab).fit(train[spec.text].fillna(""))
-            if spec.text
+            if spec.text and self.tokenizer == "vocab"
             else None
         )
         return self
+
+    def encode_text(self, texts: pd.Series) -> np.ndarray:
+        """Token ids ``(n, max_tokens)``, 0 = padding (vocabulary or MiniLM word pieces)."""
+        self._check_fitted()
+        values = texts.fillna("").astype(str).tolist()
+        if self.tokenizer == "minilm":
+            from medfuse.encoders.text import MiniLMTokenizer
+
+            if not hasattr(self, "_minilm"):
+                self._minilm = MiniLMTokenizer()
+            return self._minilm.encode_batch(values, self.max_tokens)
+        if self.vocab_ is None:
+            raise NotFittedError("no text vocabulary: the spec has no text column")
+        return self.vocab_.encode_batch(values, self.max_tokens)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "classes_"):
@@ -114,6 +131,7 @@ class Preprocessor:
         self._check_fitted()
         return {
             "spec": self.spec.model_dump(mode="json"),
+            "tokenizer": self.tokenizer,
             "classes": self.classes_,
             "max_tokens": self.max_tokens,
             "min_token_freq": self.min_token_freq,
@@ -131,6 +149,7 @@ class Preprocessor:
             min_token_freq=int(state["min_token_freq"]),
             max_vocab=int(state["max_vocab"]),
             image=ImageTransform.from_dict(state["image"]),
+            tokenizer=state.get("tokenizer", "vocab"),
         )
         obj.classes_ = list(state["classes"])
         tab, vocab = state.get("tabular"), state.get("vocab")

