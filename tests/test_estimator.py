@@ -60,10 +60,14 @@ def test_other_fusions_fit(tiny_dir: Path, fusion: str) -> None:
     assert clf.predict_proba(df).shape == (len(df), 2)
 
 
-def test_minilm_text_encoder_fits(tiny_dir: Path) -> None:
-    df, spec = _data(tiny_dir, COMBOS["text"])
-    clf = FusionClassifier(spec, text_encoder="minilm", max_tokens=16, **FAST).fit(df)
-    assert clf.predict_proba(df.head(4)).shape == (4, 2)
+@pytest.mark.parametrize("text_encoder", ["minilm", "wordcnn+minilm"])
+def test_minilm_text_encoders_fit(tiny_dir: Path, tmp_path: Path, text_encoder: str) -> None:
+    df, spec = _data(tiny_dir, COMBOS["tabular+text"])
+    clf = FusionClassifier(spec, text_encoder=text_encoder, max_tokens=16, **FAST).fit(df)
+    proba = clf.predict_proba(df.head(4))
+    assert proba.shape == (4, 2)
+    back = FusionClassifier.load(clf.save(tmp_path / "run"))
+    np.testing.assert_allclose(back.predict_proba(df.head(4)), proba, atol=1e-6)
 
 
 def test_save_load_identical_predictions(tiny_dir: Path, tmp_path: Path) -> None:

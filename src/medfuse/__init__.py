@@ -32,6 +32,8 @@ if TYPE_CHECKING:
         prepare_dataset,
         validate_table,
     )
+    from medfuse.estimators import FusionClassifier
+    from medfuse.runs import evaluate
 
 _DATA = {
     "MultimodalDataset", "Preprocessor", "holdout_split", "kfold_splits", "list_datasets",
@@ -39,9 +41,14 @@ _DATA = {
 }
 
 
+_OTHER = {"FusionClassifier": "medfuse.estimators", "evaluate": "medfuse.runs"}
+
+
 def __getattr__(name: str) -> Any:
     if name in _DATA:
         return getattr(importlib.import_module("medfuse.data"), name)
+    if name in _OTHER:
+        return getattr(importlib.import_module(_OTHER[name]), name)
     raise AttributeError(f"module 'medfuse' has no attribute {name!r}")
 
 
@@ -52,6 +59,7 @@ __all__ = [
     "DataError",
     "DataSpec",
     "DataValidationError",
+    "FusionClassifier",
     "MedfuseError",
     "ModelSpec",
     "MultimodalDataset",
@@ -60,6 +68,7 @@ __all__ = [
     "RunConfig",
     "TrainSpec",
     "__version__",
+    "evaluate",
     "holdout_split",
     "kfold_splits",
     "list_datasets",

@@ -72,6 +72,9 @@ class DataSpec(_Spec):
     """
 
     dataset: str | None = None
+    dataset_options: dict[str, int] = Field(
+        default_factory=dict, description="options of a built-in dataset, e.g. synth-derm n_rows"
+    )
     table: Path | None = None
     image: str | None = None
     tabular: dict[str, ColumnType] = Field(default_factory=dict)
@@ -141,7 +144,7 @@ class ModelSpec(_Spec):
     )
     image_size: int | None = Field(None, ge=16, le=1024)
     freeze_image: bool = Field(False, description="train only the head on frozen image features")
-    text_encoder: Literal["wordcnn", "minilm"] = "wordcnn"
+    text_encoder: Literal["wordcnn", "minilm", "wordcnn+minilm"] = "wordcnn"
     finetune_text: bool = Field(False, description="fine-tune MiniLM (frozen by default)")
     embed_dim: int = Field(100, ge=8, le=1024, description="word2vec / word-CNN embedding size")
     fusion: Literal["concat", "gated", "late"] = "concat"
@@ -160,6 +163,9 @@ class TrainSpec(_Spec):
     batch_size: int = Field(32, ge=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0.0)
+    encoder_lr: float | None = Field(
+        None, gt=0.0, description="learning rate of pretrained encoders (default: lr)"
+    )
     weight_decay: float = Field(1e-4, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     patience: int = Field(3, ge=1)

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE, PREPROCESS_FILE = "model.safetensors", "preprocess.json"
 ESTIMATOR_FILE = "estimator.json"
-TEXT_ENCODERS = ("wordcnn", "minilm")
+TEXT_ENCODERS = ("wordcnn", "minilm", "wordcnn+minilm")
+_TOKENIZER = {"wordcnn": "vocab", "minilm": "minilm"}
 OPTIMIZERS = ("adamw", "sgd")
 
 
@@ -73,6 +74,7 @@ class FusionClassifier:
         batch_size: int = 32,
         optimizer: str = "adamw",
         lr: float = 1e-3,
+        encoder_lr: float | None = None,
         weight_decay: float = 1e-4,
         momentum: float = 0.9,
         patience: int = 3,
@@ -104,6 +106,7 @@ class FusionClassifier:
         self.batch_size = batch_size
         self.optimizer = optimizer
         self.lr = lr
+        self.encoder_lr = encoder_lr
         self.weight_decay = weight_decay
         self.momentum = momentum
         self.patience = patience
@@ -121,9 +124,9 @@ class FusionClassifier:
     _PARAMS = (
         "image_backbone", "pretrained", "image_size", "freeze_image", "text_encoder",
         "finetune_text", "fusion", "hidden_dims", "dropout", "max_tokens", "min_token_freq",
-        "max_vocab", "embed_dim", "max_epochs", "batch_size", "optimizer", "lr", "weight_decay",
-        "momentum", "patience", "seed", "augment", "num_workers", "accelerator", "devices",
-        "strategy", "num_nodes", "precision", "progress",
+        "max_vocab", "embed_dim", "max_epochs", "batch_size", "optimizer", "lr", "encoder_lr",
+        "weight_decay", "momentum", "patience", "seed", "augment", "num_workers", "accelerator",
+        "devices", "strategy", "num_nodes", "precision", "progress",
     )
 
     def get_params(self) -> dict[str, Any]:
@@ -140,7 +143,7 @@ class FusionClassifier:
             finetune_text=m.finetune_text, fusion=m.fusion, hidden_dims=tuple(m.hidden_dims),
             dropout=m.dropout, max_tokens=m.max_tokens, min_token_freq=m.min_token_freq,
             max_vocab=m.max_vocab, embed_dim=m.embed_dim, max_epochs=t.max_epochs,
-            batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr,
+            batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr, encoder_lr=t.encoder_lr,
             weight_decay=t.weight_decay, momentum=t.momentum, patience=t.patience, seed=t.seed,
             augment=t.augment, num_workers=t.num_workers, accelerator=t.accelerator,
             devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
@@ -191,16 +194,32 @@ class FusionClassifier:
         if spec.text:
             from medfuse.encoders import text as text_encoders
 
-            if self.text_encoder == "minilm":
-                encoders["text"] = text_encoders.MiniLMEncoder(finetune=self.finetune_text)
-            elif pre.vocab_ is not None:
-                encoders["text"] = text_encoders.WordCNNEncoder(
-                    len(pre.vocab_), embed_dim=self.embed_dim, embeddings=embeddings,
-                    dropout=self.dropout,
-                )
+            views: list[nn.Module] = []
+            for name in self.text_encoder.split("+"):
+                if name == "minilm":
+                    views.append(text_encoders.MiniLMEncoder(finetune=self.finetune_text))
+                elif pre.vocab_ is not None:
+                    views.append(text_encoders.WordCNNEncoder(
+                        len(pre.vocab_), embed_dim=self.embed_dim, embeddings=embeddings,
+                        dropout=self.dropout,
+                    ))
+            encoders["text"] = (
+                views[0] if len(views) == 1 else text_encoders.MultiViewTextEncoder(views)
+            )
         return FusionModel(
             encoders, len(pre.classes_), tuple(self.hidden_dims), self.dropout, self.fusion
         )
+
+    def _pretrained_modules(self, model: FusionModel) -> tuple[nn.Module, ...]:
+        """Encoders that start from pretrained weights (trained at ``encoder_lr``)."""
+        from medfuse.encoders.text import MiniLMEncoder
+
+        out: list[nn.Module] = []
+        for name, encoder in model.encoders.items():
+            if name == "image" and self.pretrained != "none":
+                out.append(encoder)
+            out += [m for m in encoder.modules() if isinstance(m, MiniLMEncoder)]
+        return tuple(out)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
@@ -223,7 +242,7 @@ class FusionClassifier:
         """
         from lightning import seed_everything
 
-        from medfuse.training import FusionModule, class_weights, make_trainer
+        from medfuse.training import FusionModule, class_weights
 
         self._validate_params()
         seed_everything(self.seed, workers=True, verbose=False)
@@ -241,7 +260,7 @@ class FusionClassifier:
         transform = image.transform if image is not None else ImageTransform()
         pre = Preprocessor(
             spec, self.max_tokens, self.min_token_freq, self.max_vocab, image=transform,
-            tokenizer="minilm" if self.text_encoder == "minilm" else "vocab",
+            tokenizer="+".join(_TOKENIZER[v] for v in self.text_encoder.split("+")),
         ).fit(train)
         embeddings = None
         if spec.text and pre.vocab_ is not None:
@@ -254,39 +273,45 @@ class FusionClassifier:
         targets = pre.encode_target(train[spec.target]).numpy()
         module = FusionModule(
             model, class_weights(targets, len(pre.classes_)), self.optimizer, self.lr,
-            self.weight_decay, self.momentum, self.patience,
+            self.weight_decay, self.momentum, self.patience, self.encoder_lr,
+            pretrained=self._pretrained_modules(model),
         )
-        tmp = None
-        if run_dir is None:
-            tmp = tempfile.TemporaryDirectory(prefix="medfuse-")
-            run_dir = tmp.name
+        with tempfile.TemporaryDirectory(prefix="medfuse-") as tmp:
+            self._train(module, pre, train, valid, Path(run_dir or tmp), resume)
+        self.model_ = model.eval()
+        self.pre_ = pre
+        self.classes_ = list(pre.classes_)
+        return self
+
+    def _train(
+        self, module: Any, pre: Preprocessor, train: pd.DataFrame, valid: pd.DataFrame,
+        run_dir: Path, resume: bool,
+    ) -> None:
+        """Run Lightning on ``module`` and restore the best checkpoint's weights."""
+        from medfuse.training import make_trainer
+
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if resume and not last.is_file():
+            raise ConfigError(f"cannot resume: '{last}' does not exist; train without --resume")
         trainer, checkpoint = make_trainer(
-            Path(run_dir), self.max_epochs, self.patience, self.accelerator, self.devices,
+            run_dir, self.max_epochs, self.patience, self.accelerator, self.devices,
             self.strategy, self.num_nodes, self.precision, self.progress,
         )
-        loader_kw: dict[str, Any] = dict(batch_size=self.batch_size, num_workers=self.num_workers,
-                         persistent_workers=self.num_workers > 0)
-        train_ds = MultimodalDataset(train, pre, augment=self.augment and bool(spec.image))
+        loader_kw: dict[str, Any] = dict(
+            batch_size=self.batch_size, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+        train_ds = MultimodalDataset(train, pre, augment=self.augment and bool(self.spec.image))
         train_dl = DataLoader(train_ds, shuffle=True, drop_last=len(train_ds) > self.batch_size,
                               generator=torch.Generator().manual_seed(self.seed), **loader_kw)
         valid_dl = DataLoader(MultimodalDataset(valid, pre), **loader_kw)
-        last = Path(run_dir) / "checkpoints" / "last.ckpt"
-        if resume and not last.is_file():
-            raise ConfigError(f"cannot resume: '{last}' does not exist; train without --resume")
         t0 = time.perf_counter()
         trainer.fit(module, train_dl, valid_dl, ckpt_path=str(last) if resume else None)
         self.train_seconds_ = time.perf_counter() - t0
         if checkpoint.best_model_path:
             state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
             module.load_state_dict(state["state_dict"])
-            self.best_epoch_ = int(state.get("epoch", -1))
         self.epochs_ = int(trainer.current_epoch)
-        if tmp is not None:
-            tmp.cleanup()
-        self.model_ = model.eval()
-        self.pre_ = pre
-        self.classes_ = list(pre.classes_)
-        return self
 
     # ---------------------------------------------------------------- predict
     def predict_proba(self, df: pd.DataFrame, batch_size: int | None = None) -> np.ndarray:

@@ -45,9 +45,13 @@ class FusionModule(LightningModule):
         weight_decay: float = 1e-4,
         momentum: float = 0.9,
         patience: int = 3,
+        encoder_lr: float | None = None,
+        pretrained: tuple[nn.Module, ...] = (),
     ) -> None:
         super().__init__()
         self.model = model
+        self.encoder_lr = encoder_lr
+        self.pretrained = pretrained
         self.loss = nn.CrossEntropyLoss(weight=weights)
         self.optimizer_name = optimizer
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
@@ -81,13 +85,20 @@ class FusionModule(LightningModule):
             self.log("val_auc", m["roc_auc"], prog_bar=True)
 
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
+        slow = {id(p) for m in self.pretrained for p in m.parameters()}
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in trainable if id(p) not in slow], "lr": self.lr}
+        ]
+        pretrained = [p for p in trainable if id(p) in slow]
+        if pretrained:
+            groups.append({"params": pretrained, "lr": self.encoder_lr or self.lr})
         opt: torch.optim.Optimizer
         if self.optimizer_name == "sgd":
-            opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum,
+            opt = torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum,
                                   weight_decay=self.weight_decay, nesterov=True)
         else:
-            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+            opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", factor=0.3, patience=max(1, self.patience // 2)
         )
@@ -118,6 +129,9 @@ def make_trainer(
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*srun.*")
+    warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", r".*module\(s\) in eval mode.*")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     trainer = Trainer(
         default_root_dir=run_dir,
         max_epochs=max_epochs,

@@ -105,7 +105,7 @@ def load_data(
         from medfuse.data.builtin import load_dataset
         from medfuse.data.validation import validate_table
 
-        df, _ = load_dataset(spec.dataset)
+        df, _ = load_dataset(spec.dataset, **spec.dataset_options)
         return validate_table(
             df, spec, root=None, table=f"dataset:{spec.dataset}", check_images=check_images
         )

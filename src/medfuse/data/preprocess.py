@@ -91,24 +91,33 @@ class Preprocessor:
         self.tabular_ = TabularPreprocessor(dict(spec.tabular)).fit(train) if spec.tabular else None
         self.vocab_ = (
             Vocabulary(self.min_token_freq, self.max_vocab).fit(train[spec.text].fillna(""))
-            if spec.text and self.tokenizer == "vocab"
+            if spec.text and "vocab" in self.tokenizers
             else None
         )
         return self
 
+    @property
+    def tokenizers(self) -> list[str]:
+        """Text views: ``vocab`` (word ids) and / or ``minilm`` (word pieces)."""
+        return self.tokenizer.split("+")
+
     def encode_text(self, texts: pd.Series) -> np.ndarray:
-        """Token ids ``(n, max_tokens)``, 0 = padding (vocabulary or MiniLM word pieces)."""
+        """Token ids ``(n, max_tokens)``, 0 = padding; ``(n, views, max_tokens)`` for several."""
         self._check_fitted()
         values = texts.fillna("").astype(str).tolist()
-        if self.tokenizer == "minilm":
-            from medfuse.encoders.text import MiniLMTokenizer
+        views = []
+        for name in self.tokenizers:
+            if name == "minilm":
+                from medfuse.encoders.text import MiniLMTokenizer
 
-            if not hasattr(self, "_minilm"):
-                self._minilm = MiniLMTokenizer()
-            return self._minilm.encode_batch(values, self.max_tokens)
-        if self.vocab_ is None:
-            raise NotFittedError("no text vocabulary: the spec has no text column")
-        return self.vocab_.encode_batch(values, self.max_tokens)
+                if not hasattr(self, "_minilm"):
+                    self._minilm = MiniLMTokenizer()
+                views.append(self._minilm.encode_batch(values, self.max_tokens))
+            elif self.vocab_ is not None:
+                views.append(self.vocab_.encode_batch(values, self.max_tokens))
+            else:
+                raise NotFittedError("no text vocabulary: the spec has no text column")
+        return views[0] if len(views) == 1 else np.stack(views, axis=1)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "classes_"):

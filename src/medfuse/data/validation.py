@@ -234,8 +234,10 @@ def validate_table(
     report.rows_out = len(clean)
     if has_target:
         clean[spec.target] = labels_as_str(clean[spec.target])
-    if drop_rows or report.kept:
+    if drop_rows:
         log.warning("validation: %s", report.summary())
+    elif report.kept:
+        log.info("validation: %s", report.summary())
     if has_target and require_target and training:
         _check_classes(clean, spec, table)
     return clean, report

@@ -347,3 +347,23 @@ class MiniLMEncoder(nn.Module):
 
 def _clear_cache_hook(module: MiniLMEncoder, incompatible_keys: object) -> None:
     module.clear_cache()
+
+
+class MultiViewTextEncoder(nn.Module):
+    """Several text encoders over several tokenisations of the same text, concatenated.
+
+    The batch field is ``(B, n_views, L)``: view ``i`` goes to ``encoders[i]``.
+
+    >>> a, b = WordCNNEncoder(10, 8, (2,), 3), WordCNNEncoder(12, 8, (2,), 4)
+    >>> views = MultiViewTextEncoder([a, b])
+    >>> views(torch.tensor([[[4, 2, 0], [7, 11, 3]]])).shape, views.output_dim
+    (torch.Size([1, 7]), 7)
+    """
+
+    def __init__(self, encoders: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.views = nn.ModuleList(encoders)
+        self.output_dim = sum(int(e.__dict__["output_dim"]) for e in encoders)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.cat([enc(ids[:, i]) for i, enc in enumerate(self.views)], dim=1)

@@ -88,9 +88,12 @@ def classification_metrics(
 
 def summarize_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
     """``{"folds": [...], "mean": {...}, "std": {...}}`` over the numeric keys of each fold."""
-    keys = [
-        k for k, v in folds[0].items() if isinstance(v, int | float) and not isinstance(v, bool)
-    ]
+    keys: list[str] = []
+    for fold in folds:
+        for k, v in fold.items():
+            numeric = isinstance(v, int | float) and not isinstance(v, bool)
+            if numeric and k != "fold" and k not in keys:
+                keys.append(k)
     mean, std = {}, {}
     for key in keys:
         values = np.array([f[key] for f in folds if f.get(key) is not None], dtype=float)

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medfuse.encoders.tabular import TabularEncoder
+from medfuse.fusion import FusionModel, output_dim
+from medfuse.training import FusionModule, class_weights
+
+
+def test_class_weights_balanced() -> None:
+    w = class_weights(np.array([0, 0, 0, 1]), 2)
+    assert w.tolist() == pytest.approx([4 / (2 * 3), 4 / (2 * 1)])
+    assert class_weights(np.array([0, 0]), 2)[1] == pytest.approx(1.0)  # absent class: no inf
+
+
+def _model() -> FusionModel:
+    return FusionModel({"tabular": TabularEncoder([3], 2, (4,))}, n_classes=2, hidden_dims=(4,))
+
+
+def test_pretrained_encoders_get_their_own_learning_rate() -> None:
+    model = _model()
+    module = FusionModule(model, torch.ones(2), lr=1e-3, encoder_lr=1e-5,
+                          pretrained=(model.encoders["tabular"],))
+    opt = module.configure_optimizers()["optimizer"]
+    lrs = sorted(g["lr"] for g in opt.param_groups)
+    assert lrs == [1e-5, 1e-3]
+    n_enc = sum(p.numel() for p in model.encoders["tabular"].parameters())
+    slow = next(g for g in opt.param_groups if g["lr"] == 1e-5)
+    assert sum(p.numel() for p in slow["params"]) == n_enc
+
+
+def test_sgd_and_single_group() -> None:
+    module = FusionModule(_model(), torch.ones(2), optimizer="sgd", lr=0.1)
+    conf = module.configure_optimizers()
+    assert isinstance(conf["optimizer"], torch.optim.SGD)
+    assert len(conf["optimizer"].param_groups) == 1
+    assert conf["lr_scheduler"]["monitor"] == "val_loss"
+
+
+@pytest.mark.parametrize("fusion", ["concat", "gated", "late"])
+def test_every_fusion_trains_every_encoder(fusion: str) -> None:
+    from medfuse.encoders.image import ImageEncoder
+    from medfuse.encoders.text import WordCNNEncoder
+
+    encoders = {
+        "image": ImageEncoder("small_cnn", pretrained="none", image_size=16),
+        "tabular": TabularEncoder([3], 2, (4,)),
+        "text": WordCNNEncoder(vocab_size=9, embed_dim=4, kernel_sizes=(2,), channels=3),
+    }
+    model = FusionModel(encoders, n_classes=3, hidden_dims=(8,), fusion=fusion)
+    batch = {
+        "image": torch.randn(4, 3, 16, 16),
+        "tabular_cat": torch.tensor([[0], [1], [2], [1]]),
+        "tabular_cont": torch.randn(4, 2),
+        "text": torch.tensor([[3, 4, 0], [5, 0, 0], [8, 7, 6], [0, 0, 0]]),
+    }
+    logits = model(batch)
+    assert logits.shape == (4, 3)
+    logits.sum().backward()
+    for name, enc in model.encoders.items():
+        grads = [p.grad for p in enc.parameters() if p.requires_grad]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), name
+
+
+def test_output_dim_contract() -> None:
+    with pytest.raises(TypeError, match="output_dim"):
+        output_dim(nn.Linear(2, 2))
