@@ -32,6 +32,27 @@ def test_pretrained_encoders_get_their_own_learning_rate() -> None:
     assert sum(p.numel() for p in slow["params"]) == n_enc
 
 
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
+def test_step_schedulers_warm_up_then_decay_every_group(scheduler: str) -> None:
+    model = _model()
+    module = FusionModule(model, torch.ones(2), lr=1e-2, encoder_lr=1e-3, scheduler=scheduler,
+                          warmup=0.1, pretrained=(model.encoders["tabular"],))
+    module.trainer = type("T", (), {"estimated_stepping_batches": 100})()  # type: ignore[assignment]
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
+    history = []
+    for _ in range(100):
+        history.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    lrs = np.array(history)
+    peak = lrs.argmax(axis=0)
+    assert (peak >= 5).all() and (peak <= 15).all()  # warm-up of ~10% of the steps
+    assert lrs.max(axis=0) == pytest.approx([1e-2, 1e-3], rel=1e-3)  # each group its own peak
+    assert (lrs[-1] < 0.01 * lrs.max(axis=0)).all()  # decays to ~0 by the last step
+
+
 def test_sgd_and_single_group() -> None:
     module = FusionModule(_model(), torch.ones(2), optimizer="sgd", lr=0.1)
     conf = module.configure_optimizers()

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         validate_table,
     )
     from medfuse.estimators import FusionClassifier
+    from medfuse.hybrid import HybridClassifier
     from medfuse.runs import evaluate
 
 _DATA = {
@@ -41,7 +42,11 @@ _DATA = {
 }
 
 
-_OTHER = {"FusionClassifier": "medfuse.estimators", "evaluate": "medfuse.runs"}
+_OTHER = {
+    "FusionClassifier": "medfuse.estimators",
+    "HybridClassifier": "medfuse.hybrid",
+    "evaluate": "medfuse.runs",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -60,6 +65,7 @@ __all__ = [
     "DataSpec",
     "DataValidationError",
     "FusionClassifier",
+    "HybridClassifier",
     "MedfuseError",
     "ModelSpec",
     "MultimodalDataset",

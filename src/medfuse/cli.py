@@ -149,25 +149,41 @@ def cv(
     config: Annotated[str, typer.Argument(help="config name from configs/ or a YAML path")],
     out: Annotated[Path, typer.Option("--out", help="output folder")],
     folds: Annotated[int, typer.Option(help="number of folds")] = 5,
+    heads: Annotated[str | None, typer.Option(
+        help="hybrid models: comma-separated heads to compare on the same folds, "
+        "e.g. lr,rf,adaboost,xgboost,svm")] = None,
     set_: SetOption = None,
 ) -> None:
     """K-fold cross-validation, grouped by patient and near-duplicate image."""
     from medfuse.config import load_config
-    from medfuse.runs import cv_run
+    from medfuse.runs import HEAD_TABLE_KEYS, cv_run
 
-    summary = cv_run(load_config(config, set_ or []), folds, out)
+    names = [h.strip() for h in heads.split(",") if h.strip()] if heads else None
+    summary = cv_run(load_config(config, set_ or []), folds, out, heads=names)
     table = Table(title=f"{folds}-fold cross-validation")
     for col in ("metric", "mean", "std", *[f"fold {i}" for i in range(folds)]):
         table.add_column(col)
     for key in ("accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity",
                 "specificity", "f1_macro", "train_seconds"):
         values = [f.get(key) for f in summary["folds"]]
-        table.add_row(key, f"{summary['mean'][key]:.4f}", f"{summary['std'][key]:.4f}",
-                      *[f"{v:.4f}" if v is not None else "-" for v in values])
+        table.add_row(key, _fmt(summary["mean"].get(key)), _fmt(summary["std"].get(key)),
+                      *[_fmt(v) for v in values])
     console.print(table)
+    if "heads" in summary:
+        compare = Table(title=f"heads on the same {folds} folds (mean)")
+        compare.add_column("head")
+        for key in HEAD_TABLE_KEYS:
+            compare.add_column(key)
+        for name, s in summary["heads"].items():
+            compare.add_row(name, *[_fmt(s["mean"].get(k)) for k in HEAD_TABLE_KEYS])
+        console.print(compare)
     console.print(
         f"peak RSS: {summary['peak_rss_mb']:.0f} MB; written: [bold]{out / 'cv_metrics.json'}[/]"
     )
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 @app.command()

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from medfuse.errors import ConfigError, did_you_mean, format_options
 
@@ -134,6 +141,9 @@ class DataSpec(_Spec):
         return roles
 
 
+TEXT_FEATURE_VIEWS = ("tfidf", "word2vec", "minilm")
+
+
 class ModelSpec(_Spec):
     """The model: encoders per modality, fusion and head."""
 
@@ -153,7 +163,40 @@ class ModelSpec(_Spec):
     max_tokens: int = Field(128, ge=4, le=4096)
     min_token_freq: int = Field(2, ge=1)
     max_vocab: int = Field(20000, ge=10)
-    head: str = Field("lr", description="classical head of hybrid models")
+    # --- hybrid models (kind: hybrid): deep features + a classical head
+    head: Literal["lr", "rf", "adaboost", "xgboost", "svm"] = Field(
+        "lr", description="classical head of hybrid models"
+    )
+    head_params: dict[str, Any] = Field(
+        default_factory=dict, description="constructor arguments of the head, e.g. {C: 0.1}"
+    )
+    extractor: Literal["frozen", "trained"] = Field(
+        "frozen", description="frozen pretrained backbone, or a CNN trained on the training "
+        "rows only (small_cnn unless image_backbone is set)"
+    )
+    text_features: str = Field(
+        "tfidf", description="tfidf | word2vec | minilm, several joined by '+', or none"
+    )
+    text_components: int = Field(128, ge=0, description="SVD components of TF-IDF (0: raw)")
+    resample: Literal["none", "smote", "adasyn", "oversample"] = Field(
+        "none", description="imbalanced-learn resampling inside each training fold"
+    )
+    class_weight: bool = Field(True, description="balanced class weights (when not resampling)")
+    feature_cache: bool = Field(True, description="cache frozen image features on disk")
+
+    @field_validator("text_features")
+    @classmethod
+    def _text_views(cls, value: str) -> str:
+        if value == "none":
+            return value
+        views = value.split("+")
+        bad = [v for v in views if v not in TEXT_FEATURE_VIEWS]
+        if bad or len(set(views)) != len(views):
+            raise ValueError(
+                f"must be one of {', '.join(TEXT_FEATURE_VIEWS)}, several joined by '+' or none "
+                f"(each once), e.g. 'tfidf+minilm'; got {value!r}"
+            )
+        return value
 
 
 class TrainSpec(_Spec):
@@ -169,6 +212,12 @@ class TrainSpec(_Spec):
     weight_decay: float = Field(1e-4, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     patience: int = Field(3, ge=1)
+    scheduler: Literal["plateau", "cosine", "onecycle"] = Field(
+        "plateau",
+        description="plateau: ReduceLROnPlateau on val_loss; cosine: linear warm-up then "
+        "cosine decay to 0 per step; onecycle: torch's OneCycleLR",
+    )
+    warmup: float = Field(0.05, ge=0.0, lt=1.0, description="warm-up share of all steps")
     seed: int = 0
     augment: bool = Field(True, description="random flips / small affine on training images")
     num_workers: int = Field(0, ge=0)

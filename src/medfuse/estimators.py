@@ -44,6 +44,7 @@ ESTIMATOR_FILE = "estimator.json"
 TEXT_ENCODERS = ("wordcnn", "minilm", "wordcnn+minilm")
 _TOKENIZER = {"wordcnn": "vocab", "minilm": "minilm"}
 OPTIMIZERS = ("adamw", "sgd")
+SCHEDULERS = ("plateau", "cosine", "onecycle")
 
 
 class FusionClassifier:
@@ -78,6 +79,8 @@ class FusionClassifier:
         weight_decay: float = 1e-4,
         momentum: float = 0.9,
         patience: int = 3,
+        scheduler: str = "plateau",
+        warmup: float = 0.05,
         seed: int = 0,
         augment: bool = True,
         num_workers: int = 0,
@@ -110,6 +113,8 @@ class FusionClassifier:
         self.weight_decay = weight_decay
         self.momentum = momentum
         self.patience = patience
+        self.scheduler = scheduler
+        self.warmup = warmup
         self.seed = seed
         self.augment = augment
         self.num_workers = num_workers
@@ -125,8 +130,8 @@ class FusionClassifier:
         "image_backbone", "pretrained", "image_size", "freeze_image", "text_encoder",
         "finetune_text", "fusion", "hidden_dims", "dropout", "max_tokens", "min_token_freq",
         "max_vocab", "embed_dim", "max_epochs", "batch_size", "optimizer", "lr", "encoder_lr",
-        "weight_decay", "momentum", "patience", "seed", "augment", "num_workers", "accelerator",
-        "devices", "strategy", "num_nodes", "precision", "progress",
+        "weight_decay", "momentum", "patience", "scheduler", "warmup", "seed", "augment",
+        "num_workers", "accelerator", "devices", "strategy", "num_nodes", "precision", "progress",
     )
 
     def get_params(self) -> dict[str, Any]:
@@ -144,7 +149,8 @@ class FusionClassifier:
             dropout=m.dropout, max_tokens=m.max_tokens, min_token_freq=m.min_token_freq,
             max_vocab=m.max_vocab, embed_dim=m.embed_dim, max_epochs=t.max_epochs,
             batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr, encoder_lr=t.encoder_lr,
-            weight_decay=t.weight_decay, momentum=t.momentum, patience=t.patience, seed=t.seed,
+            weight_decay=t.weight_decay, momentum=t.momentum, patience=t.patience,
+            scheduler=t.scheduler, warmup=t.warmup, seed=t.seed,
             augment=t.augment, num_workers=t.num_workers, accelerator=t.accelerator,
             devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
             precision=t.precision,
@@ -157,6 +163,7 @@ class FusionClassifier:
         check_option("fusion", self.fusion, FUSIONS, owner)
         check_option("text_encoder", self.text_encoder, TEXT_ENCODERS, owner)
         check_option("optimizer", self.optimizer, OPTIMIZERS, owner)
+        check_option("scheduler", self.scheduler, SCHEDULERS, owner)
         for name in ("max_epochs", "batch_size", "max_tokens", "patience"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -274,7 +281,8 @@ class FusionClassifier:
         module = FusionModule(
             model, class_weights(targets, len(pre.classes_)), self.optimizer, self.lr,
             self.weight_decay, self.momentum, self.patience, self.encoder_lr,
-            pretrained=self._pretrained_modules(model),
+            pretrained=self._pretrained_modules(model), scheduler=self.scheduler,
+            warmup=self.warmup,
         )
         with tempfile.TemporaryDirectory(prefix="medfuse-") as tmp:
             self._train(module, pre, train, valid, Path(run_dir or tmp), resume)

@@ -10,7 +10,9 @@ runs DDP on many GPUs.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,17 @@ def class_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(len(targets) / (n_classes * counts), dtype=torch.float32)
 
 
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """LR factor: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``.
+
+    >>> [round(warmup_cosine(s, 2, 10), 2) for s in (0, 1, 2, 6, 10)]
+    [0.33, 0.67, 1.0, 0.5, 0.0]
+    """
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
 class FusionModule(LightningModule):
     """Wraps a :class:`~medfuse.fusion.FusionModel` for Lightning."""
 
@@ -47,6 +60,8 @@ class FusionModule(LightningModule):
         patience: int = 3,
         encoder_lr: float | None = None,
         pretrained: tuple[nn.Module, ...] = (),
+        scheduler: str = "plateau",
+        warmup: float = 0.05,
     ) -> None:
         super().__init__()
         self.model = model
@@ -56,6 +71,7 @@ class FusionModule(LightningModule):
         self.optimizer_name = optimizer
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
         self.patience = patience
+        self.scheduler, self.warmup = scheduler, warmup
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -99,10 +115,23 @@ class FusionModule(LightningModule):
                                   weight_decay=self.weight_decay, nesterov=True)
         else:
             opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", factor=0.3, patience=max(1, self.patience // 2)
-        )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
+        if self.scheduler == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", factor=0.3, patience=max(1, self.patience // 2)
+            )
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        step_sched: torch.optim.lr_scheduler.LRScheduler
+        if self.scheduler == "onecycle":
+            step_sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=[g["lr"] for g in groups], total_steps=total,
+                pct_start=max(self.warmup, 1.0 / total),
+            )
+        else:
+            step_sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, partial(warmup_cosine, warmup=int(self.warmup * total), total=total)
+            )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": step_sched, "interval": "step"}}
 
 
 def make_trainer(
