@@ -10,10 +10,10 @@ Trains the fused synth-derm model (``configs/synth_derm.yaml``, ``train_run``) u
 ``--run`` names a saved run, then on the held-out test rows:
 
 * pointing game (target >= 0.8): on correctly classified positive (malignant) images, the
-  share whose strongest region (``localise`` at threshold 0.9 of the integrated-gradients
-  map) contains the true lesion centre (``lesion_x``, ``lesion_y``); also reported for
-  the positive part of IG, for Grad-CAM, and for a chance reference (a circle of the
-  same radius at the image centre);
+  share whose strongest region (``localise`` at threshold 0.9 of the SmoothGrad-IG map
+  that ``explain`` uses) contains the true lesion centre (``lesion_x``, ``lesion_y``);
+  also reported for the positive part of that map, for plain IG, for Grad-CAM, and for a
+  chance reference (a circle of the same radius at the image centre);
 * model randomisation (Adebayo et al. 2018): Spearman rank correlation of the maps of the
   trained model and of the same model with re-initialised weights (low is good);
 * memory: peak RSS of a fresh process running one 224 px integrated-gradients
@@ -85,7 +85,14 @@ def _train_or_load(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def pointing_game(clf: Any, test: Any, cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
     from medfuse.data.images import read_image
-    from medfuse.explain import grad_cam, localise, randomisation_check, to_original
+    from medfuse.explain import (
+        grad_cam,
+        localise,
+        randomisation_check,
+        randomise_weights,
+        rank_correlation,
+        to_original,
+    )
     from medfuse.explain._common import BatchForward, fused_batch, split_batch
     from medfuse.explain.image import contains, ig_attributions, reduce_channels
 
@@ -99,18 +106,22 @@ def pointing_game(clf: Any, test: Any, cfg: Any, args: argparse.Namespace) -> di
         chosen = test[truth == positive].iloc[: args.max_images]
     target = list(clf.classes_).index(positive)
     model = clf.model_.eval()
-    hits: dict[str, list[bool]] = {"ig_abs": [], "ig_positive": [], "grad_cam": [],
-                                   "centre_reference": []}
+    hits: dict[str, list[bool]] = {"smoothgrad_ig": [], "smoothgrad_ig_positive": [],
+                                   "plain_ig": [], "grad_cam": [], "centre_reference": []}
     radii, t0 = [], time.perf_counter()
-    rho: dict[str, list[float]] = {"ig_abs": [], "ig_signed": []}
+    rho: dict[str, list[float]] = {"smoothgrad_ig": [], "smoothgrad_ig_signed": [],
+                                   "plain_ig": []}
     for start in range(0, len(chosen), args.chunk):
         rows = chosen.iloc[start : start + args.chunk]
         _, batch = fused_batch(clf, rows)
         keys, (images,), rest = split_batch(batch, ("image",))
-        attr = ig_attributions(BatchForward(model, keys), images, target, args.steps,
-                               args.internal_batch_size, rest)
-        maps = {"ig_abs": reduce_channels(attr, "abs"),
-                "ig_positive": reduce_channels(attr, "positive"),
+        fwd = BatchForward(model, keys)
+        attr = ig_attributions(fwd, images, target, args.steps, args.internal_batch_size, rest)
+        plain = ig_attributions(fwd, images, target, args.steps, args.internal_batch_size,
+                                rest, nt_samples=0)
+        maps = {"smoothgrad_ig": reduce_channels(attr, "abs"),
+                "smoothgrad_ig_positive": reduce_channels(attr, "positive"),
+                "plain_ig": reduce_channels(plain, "abs"),
                 "grad_cam": grad_cam(model, batch, target)}
         for i in range(len(rows)):
             row = rows.iloc[i]
@@ -120,21 +131,27 @@ def pointing_game(clf: Any, test: Any, cfg: Any, args: argparse.Namespace) -> di
                 regions = to_original(localise(m[i], threshold=args.threshold), size,
                                       (m.shape[2], m.shape[1]))
                 hits[name].append(bool(regions) and contains(regions[0], x, y))
-                if name == "ig_abs" and regions:
+                if name == "smoothgrad_ig" and regions:
                     radii.append(regions[0]["r"])
                     centre = {"x": size[0] / 2, "y": size[1] / 2, "r": regions[0]["r"]}
                     hits["centre_reference"].append(contains(centre, x, y))
         if start < args.randomisation_images:
-            rho["ig_abs"] += randomisation_check(model, batch, target, steps=args.steps)
-            rho["ig_signed"] += randomisation_check(model, batch, target, steps=args.steps,
-                                                    reduce="sum")
+            rho["smoothgrad_ig"] += randomisation_check(model, batch, target, steps=args.steps)
+            rho["smoothgrad_ig_signed"] += randomisation_check(
+                model, batch, target, steps=args.steps, reduce="sum")
+            rnd = randomise_weights(model)
+            plain_rnd = ig_attributions(BatchForward(rnd, keys), images, target, args.steps,
+                                        args.internal_batch_size, rest, nt_samples=0)
+            rho["plain_ig"] += [rank_correlation(a, b) for a, b in
+                                zip(maps["plain_ig"], reduce_channels(plain_rnd, "abs"),
+                                    strict=True)]
     share = {k: round(float(np.mean(v)), 4) if v else None for k, v in hits.items()}
     return {
         "n_test": len(test), "n_explained": len(chosen),
         "explained": "all positive test images (none correctly classified)" if fallback
         else "correctly classified positive test images",
         "threshold": args.threshold, "pointing_game": share,
-        "target": 0.8, "target_met": (share["ig_abs"] or 0.0) >= 0.8,
+        "target": 0.8, "target_met": (share["smoothgrad_ig"] or 0.0) >= 0.8,
         "mean_region_radius_px": round(float(np.mean(radii)), 2) if radii else None,
         "randomisation_spearman": {k: {"mean": round(float(np.mean(v)), 4),
                                        "max": round(float(np.max(v)), 4), "n": len(v)}

@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity")
 
 

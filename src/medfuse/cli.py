@@ -219,6 +219,34 @@ def ablate(
 
 
 @app.command()
+def explain(
+    run: Annotated[Path, typer.Argument(help="run directory of a trained model")],
+    data: Annotated[Path, typer.Option("--data", help="CSV / Parquet table (labels optional)")],
+    out: Annotated[Path, typer.Option("--out", help="output folder")],
+    rows: Annotated[int, typer.Option(help="explain the first N rows")] = 4,
+    threshold: Annotated[float, typer.Option(
+        help="percentile (0-1) of image attribution kept for the regions")] = 0.9,
+) -> None:
+    """Explain predictions: image regions, words, tabular features, modality shares."""
+    from medfuse.data import load_table
+    from medfuse.estimators import prediction_spec
+    from medfuse.explain import explain as explain_rows
+    from medfuse.runs import load_model
+
+    clf = load_model(run)
+    df, _ = load_table(data, prediction_spec(clf.spec), check_images="exists",
+                       require_target=False, training=False)
+    n = min(rows, len(df))
+    result = explain_rows(clf, df, rows=list(range(n)), out_dir=out, threshold=threshold)
+    for r in result:
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in r["modalities"].items())
+        console.print(f"row {r['row']}: {r['prediction']} (p={r['probability']:.3f}); {shares}")
+    console.print(
+        f"written: [bold]{out / 'explanations.json'}[/] and [bold]{out / 'index.html'}[/]"
+    )
+
+
+@app.command()
 def report(
     run: Annotated[Path, typer.Argument(help="run directory of 'medfuse train'")],
 ) -> None:

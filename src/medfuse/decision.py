@@ -82,6 +82,17 @@ class DecisionMixin:
             self.threshold_method_ = threshold
         return self
 
+    def explain(self, df: pd.DataFrame, rows: list[int] | None = None,
+                out_dir: str | None = None, **kw: Any) -> list[dict[str, Any]]:
+        """Per-row explanations across every modality (see :func:`medfuse.explain.explain`).
+
+        Each row: ``prediction``, ``probability``, ``modalities`` (share per modality),
+        ``regions`` (circles in original image pixels), ``words``, ``features``.
+        """
+        from medfuse.explain import explain
+
+        return explain(self, df, rows=rows, out_dir=out_dir, **kw)
+
     def decision_state(self) -> dict[str, Any]:
         return {"temperature": self.temperature_, "threshold": self.threshold_,
                 "threshold_method": self.threshold_method_}

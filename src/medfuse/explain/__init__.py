@@ -6,11 +6,11 @@
 
 Methods (details in the submodules):
 
-* image regions: fused models, integrated gradients of the image (mid-grey baseline),
-  ``|attribution|`` summed over channels, then :func:`~medfuse.explain.image.localise`;
-  hybrid models with a linear head, the same through the image encoder and the head;
-  other hybrid heads (not differentiable), occlusion on an 8 x 8 grid with
-  ``predict_proba``.
+* image regions: fused models, SmoothGrad integrated gradients of the image (mid-grey
+  baseline, 16 noisy copies x 2 steps), ``|attribution|`` summed over channels, then
+  :func:`~medfuse.explain.image.localise`; hybrid models with a linear head, the same
+  through the image encoder and the head; other hybrid heads (not differentiable),
+  occlusion on an 8 x 8 grid (median-colour fill) with ``predict_proba``.
 * words: fused, layer integrated gradients on the embedding layer (padding baseline);
   hybrid, leave-one-word-out with ``predict_proba``.
 * features (tabular): fused, layer integrated gradients on the categorical embeddings
@@ -203,7 +203,7 @@ def _explain_fused_row(clf: Any, frame: pd.DataFrame, target: int, entry: dict[s
             amap = reduce_channels(attr, "abs")[0]
             path = str(clean[clf.spec.image].iloc[0])
             entry["regions"], _ = _regions(clf, path, amap, threshold, max_regions, method)
-            extra.update(image_path=path, attr=amap, method="integrated gradients")
+            extra.update(image_path=path, attr=amap, method="SmoothGrad integrated gradients")
         elif name == "tabular":
             scores, total = tabular_ig(model, batch, target, clf.pre_, steps,
                                        internal_batch_size)
@@ -246,7 +246,7 @@ def _explain_hybrid_row(clf: Any, state: _HybridState, frame: pd.DataFrame, targ
         if adapter.differentiable:
             attr = ig_attributions(adapter.fn, adapter.image, target, steps,
                                    internal_batch_size)
-            amap, how = reduce_channels(attr, "abs")[0], "integrated gradients"
+            amap, how = reduce_channels(attr, "abs")[0], "SmoothGrad integrated gradients"
         else:
             amap, how = occlusion(adapter.fn, adapter.image, target)[0], "occlusion"
         entry["regions"], _ = _regions(clf, adapter.path, amap, threshold, max_regions, method)

@@ -59,7 +59,7 @@ def image_extractor(clf: Any) -> tuple[torch.nn.Module | None, Any]:
     """``(image encoder, its ImageTransform)`` of a fitted hybrid model (None: no image)."""
     net = getattr(clf, "extractor_model_", None)
     if net is not None:
-        encoders = net.model_.encoders
+        encoders = dict(net.model_.encoders.items())
         return encoders.get("image"), net.pre_.image
     return getattr(clf, "image_encoder_", None), clf.pre_.image
 
@@ -98,6 +98,17 @@ def feature_layout(clf: Any, width: int) -> FeatureLayout:
     cols["text"] += range(pos, width)
     out.blocks = {k: np.asarray(v, dtype=int) for k, v in cols.items() if v}
     return out
+
+
+def _shap() -> Any:
+    """``import shap`` without its import-time deprecation warnings (matplotlib colormaps)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import shap
+    return shap
 
 
 def _dense_row(X: Any) -> np.ndarray:
@@ -149,8 +160,7 @@ class HeadExplainer:
         else:
             self.kind = "tree"
             try:
-                import shap
-
+                shap = _shap()
                 self._tree = shap.TreeExplainer(self.est)
             except Exception:  # svm and anything shap cannot read: ablation
                 self.kind = "ablation"
@@ -183,10 +193,8 @@ class HeadExplainer:
                 return coef[0] * z * (1.0 if col == 1 else -1.0)
             return coef[col] * z
         if self.kind == "adaboost":
-            import shap
-
             if col not in self._ada:
-                self._ada[col] = shap.TreeExplainer(_adaboost_trees(self.est, col))
+                self._ada[col] = _shap().TreeExplainer(_adaboost_trees(self.est, col))
             values = self._ada[col].shap_values(_dense_row(X_scaled))
             return np.asarray(values, dtype=np.float64).reshape(-1)
         values = self._tree.shap_values(X_scaled)

@@ -32,7 +32,7 @@ Methods
 >>> import numpy as np
 >>> yy, xx = np.mgrid[0:32, 0:32]
 >>> attr = np.exp(-((xx - 10.5) ** 2 + (yy - 20.5) ** 2) / 8)
->>> [(r["x"], r["y"]) for r in localise(attr, threshold=0.9)]
+>>> [(round(r["x"], 2), round(r["y"], 2)) for r in localise(attr, threshold=0.9)]
 [(11.0, 21.0)]
 """
 

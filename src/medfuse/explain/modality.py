@@ -3,13 +3,13 @@
 Fused models: for each modality, integrated gradients of the explained class's
 probability w.r.t. that modality's input, the other modalities held at their values
 (the same attributions as :mod:`~medfuse.explain.image`, :mod:`~medfuse.explain.text`
-and :mod:`~medfuse.explain.tabular`): image pixels (mid-grey baseline), tabular
-embeddings + continuous inputs (unknown category / training-mean baseline), text
-embeddings (padding baseline). A modality's weight is the sum of ``|attribution|`` over
-its inputs; shares are the weights normalised to sum to 1. Each modality's signed total
-is ``p(x) - p(x with that modality at its baseline)`` (IG completeness); summing
-magnitudes instead credits evidence that cancels within a modality, which favours
-inputs with many elements (pixels) somewhat.
+and :mod:`~medfuse.explain.tabular`): image pixels (SmoothGrad-IG, mid-grey baseline),
+tabular embeddings + continuous inputs (unknown category / training-mean baseline),
+text embeddings (padding baseline). A modality's weight is the sum of ``|attribution|``
+over its inputs; shares are the weights normalised to sum to 1. Each modality's signed
+total is ``p(x) - p(x with that modality at its baseline)`` (IG completeness; for the
+image, averaged over the noisy copies); summing magnitudes instead credits evidence that
+cancels within a modality, which favours inputs with many elements (pixels) somewhat.
 
 Hybrid models: the sum of ``|contribution|`` (linear coefficients x scaled features, or
 TreeSHAP values) over each block of columns of the head's feature matrix, normalised;

@@ -13,8 +13,8 @@ def methods(clf: Any, state: Any) -> dict[str, str]:
     """Which method produced each part of the explanations (for ``explanations.json``)."""
     if state is None:
         return {
-            "regions": "integrated gradients (captum), mid-grey baseline, |attr| summed over "
-                       "channels, thresholded and clustered",
+            "regions": "SmoothGrad integrated gradients (captum NoiseTunnel), mid-grey "
+                       "baseline, |attr| summed over channels, thresholded and clustered",
             "words": "layer integrated gradients on the text embedding layer, padding baseline",
             "features": "layer integrated gradients on categorical embeddings and continuous "
                         "inputs (unknown-category / training-mean baseline)",
@@ -22,8 +22,9 @@ def methods(clf: Any, state: Any) -> dict[str, str]:
         }
     linear = state.head.kind == "linear"
     return {
-        "regions": ("integrated gradients through the image encoder and the linear head"
-                    if linear else "occlusion (8 x 8 grid, grey squares) with predict_proba"),
+        "regions": ("SmoothGrad integrated gradients through the image encoder and the "
+                    "linear head" if linear
+                    else "occlusion (8 x 8 grid, median-colour squares) with predict_proba"),
         "words": "leave-one-word-out change of predict_proba",
         "features": state.head.method,
         "modalities": f"sum of |{state.head.method}| per feature block, normalised",
