@@ -62,6 +62,38 @@ def test_train_writes_the_run_directory(trained: Path) -> None:
     assert "max_epochs: 2" in (trained / "config.yaml").read_text()
 
 
+def test_train_writes_report_ci_and_calibrated_threshold(trained: Path) -> None:
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert set(metrics["ci95"]) >= {"accuracy", "roc_auc", "sensitivity", "specificity"}
+    for lo_hi in metrics["ci95"].values():
+        assert lo_hi is None or lo_hi[0] <= lo_hi[1]
+    meta = json.loads((trained / "estimator.json").read_text())
+    assert meta["decision"]["threshold"] == metrics["threshold"]
+    assert meta["decision"]["temperature"] > 0
+    html = (trained / "report.html").read_text()
+    for section in ("summary", "data", "training", "performance", "calibration", "model-card"):
+        assert f'id="{section}"' in html
+    assert (trained / "data_report.json").is_file()
+    res = run("report", str(trained))
+    assert res.returncode == 0 and "report.html" in res.stdout, res.stderr
+
+
+def test_explain_writes_json_and_figures(trained: Path, tiny_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "why"
+    res = run("explain", str(trained), "--data", str(tiny_dir / "data.csv"), "--rows", "2",
+              "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    rows = json.loads((out / "explanations.json").read_text())
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    assert len(rows) == 2
+    for r in rows:
+        assert set(r) >= {"prediction", "probability", "modalities", "regions", "words",
+                          "features"}
+        assert sum(r["modalities"].values()) == pytest.approx(1.0, abs=1e-6)
+        assert {f["name"] for f in r["features"]} >= {"age"}
+    assert (out / "index.html").is_file() and list(out.glob("row*_image.png"))
+
+
 def test_evaluate_and_predict(trained: Path, tiny_dir: Path, tmp_path: Path) -> None:
     res = run("evaluate", str(trained), "--data", str(tiny_dir / "data.csv"), "--out",
               str(tmp_path / "ev"))
