@@ -55,11 +55,11 @@ def make_head(name: str, params: dict[str, Any] | None = None, seed: int = 0,
 
     >>> make_head("lr", {"C": 0.5}).C
     0.5
-    >>> make_head("forest")
+    >>> make_head("xgbost")
     Traceback (most recent call last):
     ...
-    medfuse.errors.ConfigError: The 'head' parameter must be one of 'adaboost', 'lr', 'rf', \
-'svm' or 'xgboost'. Got 'forest' instead. Did you mean 'rf'?
+    medfuse.errors.ConfigError: The 'head' parameter must be one of {'lr', 'rf', 'adaboost', \
+'xgboost', 'svm'}. Got 'xgbost' instead. Did you mean 'xgboost'?
     """
     check_option("head", name, HEADS)
     params = dict(params or {})
