@@ -247,6 +247,44 @@ def explain(
 
 
 @app.command()
+def serve(
+    run: Annotated[Path, typer.Argument(help="run directory of a trained model")],
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    token: Annotated[str | None, typer.Option(
+        help="require 'Authorization: Bearer TOKEN' on /api/* (or set MEDFUSE_TOKEN)")] = None,
+    audit_db: Annotated[Path | None, typer.Option(
+        help="SQLite audit log (default RUN/audit.sqlite)")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="largest request body")] = 20.0,
+    max_pixels: Annotated[int, typer.Option(
+        help="largest image (width x height) accepted; larger is refused as a "
+        "decompression bomb")] = 50_000_000,
+) -> None:
+    """Start the clinician web app and the REST API over a saved model (offline)."""
+    from medfuse.runs import load_model
+    from medfuse.serve import serve as run_server
+
+    load_model(run)  # fail fast, with a clean message, on a bad run directory
+    console.print(f"serving [bold]{run}[/] at http://{host}:{port}/ (API docs: /docs)")
+    run_server(run, host=host, port=port, token=token, audit_db=audit_db,
+               max_upload_mb=max_upload_mb, max_pixels=max_pixels, log_level="warning")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="run directory of a trained fused model")],
+    format_: Annotated[str, typer.Option("--format", help="export format")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="output file (default RUN/model.onnx)")] = None,
+) -> None:
+    """Export a fused model to ONNX; 'medfuse serve' then runs it with onnxruntime."""
+    from medfuse.errors import check_option
+    from medfuse.export import export_onnx
+
+    check_option("format", format_, ("onnx",))
+    console.print(f"written: [bold]{export_onnx(run, out)}[/]")
+
+
+@app.command()
 def report(
     run: Annotated[Path, typer.Argument(help="run directory of 'medfuse train'")],
 ) -> None:
