@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -199,6 +200,16 @@ def test_token_is_required(server: str) -> None:
     res = httpx.get(f"{server}/api/model", headers={"Authorization": "Bearer wrong"})
     assert res.status_code == 401
     assert httpx.post(f"{server}/api/predict", json={}).status_code == 401
+
+
+def test_docs_work_offline(client: httpx.Client) -> None:
+    html = client.get("/docs").text
+    assert "swagger" in html.lower()
+    assert "cdn." not in html and "unpkg" not in html  # assets come from this server
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
+    assert assets, "no local swagger assets referenced"
+    for src in assets:
+        assert client.get(src).status_code == 200, src
 
 
 def test_page_and_report(client: httpx.Client) -> None:

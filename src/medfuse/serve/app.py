@@ -446,8 +446,13 @@ def create_app(run: Path, token: str | None = None, audit_db: Path | None = None
     # Pillow refuses (> 2x) or warns (> 1x) above this; our own check runs first
     Image.MAX_IMAGE_PIXELS = max(int(max_pixels), 1)
 
-    app = FastAPI(title="medfuse", version="1", description=f"Predictions of the model in "
-                  f"'{run.name}' ({model.backend}). Research use only.")
+    from fastapi_offline import FastAPIOffline  # /docs and /redoc assets served locally
+
+    app: FastAPI = FastAPIOffline(
+        title="medfuse", version="1",
+        description=f"Predictions of the model in '{run.name}' ({model.backend}). "
+        "Research use only.",
+    )
     app.state.model = model
     app.state.audit = audit
 
