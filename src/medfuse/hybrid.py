@@ -24,7 +24,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -139,13 +139,25 @@ def sample_weights(y: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- cache
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def file_digest(path: str | Path) -> str:
-    """sha1 of a file's bytes (content key of the feature cache)."""
+    """sha1 of a file's bytes (content key of the feature cache).
+
+    Remembered per process for an unchanged file (same path, size and mtime), so the
+    folds of one cross-validation hash each image once.
+    """
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
     digest = hashlib.sha1(usedforsecurity=False)
     with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
             digest.update(block)
-    return digest.hexdigest()
+    _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def module_digest(module: torch.nn.Module) -> str:
@@ -178,16 +190,28 @@ class FeatureCache:
     def _path(self, digest: str) -> Path:
         return self.dir / digest[:2] / f"{digest}.npy"
 
+    # vectors already read or written by this process, per cache directory
+    _loaded: ClassVar[dict[Path, dict[str, np.ndarray]]] = {}
+
+    def _memory(self) -> dict[str, np.ndarray]:
+        return FeatureCache._loaded.setdefault(self.dir, {})
+
     def get(self, digest: str) -> np.ndarray | None:
+        memory = self._memory()
+        if digest in memory:
+            return memory[digest]
         path = self._path(digest)
         if not path.is_file():
             return None
         try:
-            return np.load(path, allow_pickle=False)
+            vector = np.load(path, allow_pickle=False)
         except (OSError, ValueError):  # a torn or foreign file: recompute it
             return None
+        memory[digest] = vector
+        return vector
 
     def put(self, digest: str, vector: np.ndarray) -> None:
+        self._memory()[digest] = vector
         path = self._path(digest)
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -202,10 +202,14 @@ def cv_run(cfg: RunConfig, folds: int, out: Path,
     y = df[cfg.data.target].astype(str).to_numpy()
     per_head: dict[str, list[dict[str, Any]]] = {h: [] for h in heads or ["model"]}
     oof = []
+    frozen_hybrid = cfg.model.kind == "hybrid" and cfg.model.extractor == "frozen"
     for i, (train_idx, test_idx) in enumerate(splits):
-        rest, held = carve(
-            y[train_idx], groups[train_idx], cfg.data.split.valid_size, cfg.train.seed
-        )
+        if frozen_hybrid:  # nothing stops early: every training row fits the head
+            rest, held = np.arange(len(train_idx)), np.arange(0)
+        else:
+            rest, held = carve(
+                y[train_idx], groups[train_idx], cfg.data.split.valid_size, cfg.train.seed
+            )
         train_df, valid_df = df.iloc[train_idx[rest]], df.iloc[train_idx[held]]
         test_df = df.iloc[test_idx]
         clf = estimator_from_config(cfg)

@@ -17,9 +17,12 @@ near copy of them always land on the same side of every split.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import imagehash
@@ -55,16 +58,51 @@ class SplitReport:
 
 
 def image_hashes(paths: list[str], workers: int = 4) -> np.ndarray:
-    """64-bit perceptual hashes (``uint64``) of the images at ``paths``."""
+    """64-bit perceptual hashes (``uint64``) of the images at ``paths``.
+
+    Remembered on disk by file content (``$MEDFUSE_HOME/phash.json``), so a second
+    run over the same images decodes none of them.
+    """
+    from medfuse.hybrid import file_digest
 
     def one(path: str) -> int:
         img = read_image(path, draft=128)
         bits = imagehash.phash(img).hash.flatten()
         return int("".join("1" if b else "0" for b in bits), 2)
 
+    store = _phash_store()
+    known = _read_phash(store)
+    digests = [file_digest(p) for p in paths]
+    todo = [i for i, d in enumerate(digests) if d not in known]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        values = list(pool.map(one, paths))
-    return np.asarray(values, dtype=np.uint64)
+        for i, value in zip(todo, pool.map(one, [paths[i] for i in todo]), strict=True):
+            known[digests[i]] = value
+    if todo:
+        _write_phash(store, known)
+    return np.asarray([known[d] for d in digests], dtype=np.uint64)
+
+
+def _phash_store() -> Path:
+    from medfuse.data.builtin import data_home
+
+    return data_home() / "phash.json"
+
+
+def _read_phash(path: Path) -> dict[str, int]:
+    try:
+        return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, AttributeError):  # absent or torn: start afresh
+        return {}
+
+
+def _write_phash(path: Path, known: dict[str, int]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only home only costs speed
+        log.warning("could not cache perceptual hashes in %s: %s", path, e)
 
 
 def _find(parent: np.ndarray, i: int) -> int:

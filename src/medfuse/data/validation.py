@@ -133,10 +133,13 @@ def _check_one_image(value: object, root: Path, check: ImageCheck) -> tuple[str,
 def _check_images(
     df: pd.DataFrame, col: str, root: Path, table: str, check: ImageCheck, out: list[DataProblem]
 ) -> None:
-    workers = min(8, (os.cpu_count() or 1) * 2)
     values = df[col].tolist()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda v: _check_one_image(v, root, check), values))
+    if check == "decode":  # I/O + decoding: worth a thread pool
+        workers = min(8, (os.cpu_count() or 1) * 2)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(lambda v: _check_one_image(v, root, check), values))
+    else:  # a stat per file: threads would only add overhead
+        results = [_check_one_image(v, root, check) for v in values]
     for i, (path, kind) in enumerate(results):
         if kind == "missing_image":
             what = f"image file '{path}' does not exist" if path else "image path is empty"
