@@ -94,3 +94,23 @@ def tiny_spec() -> DataSpec:
 @pytest.fixture()
 def tiny_df(tiny_dir: Path) -> pd.DataFrame:
     return pd.read_csv(tiny_dir / "data.csv")
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A YAML config over ``tiny_dir`` with a tiny model (trains in seconds)."""
+    cfg = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    cfg.write_text(f"""
+data:
+  table: {tiny_dir / 'data.csv'}
+  image: image
+  tabular: {{age: continuous, sex: categorical}}
+  text: note
+  target: label
+  positive: malignant
+  group: patient
+model: {{image_backbone: small_cnn, pretrained: none, image_size: 32, hidden_dims: [16],
+        min_token_freq: 1, embed_dim: 16}}
+train: {{max_epochs: 1, batch_size: 8}}
+""")
+    return cfg

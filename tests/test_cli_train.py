@@ -23,25 +23,6 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 @pytest.fixture(scope="module")
-def tiny_config(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    cfg.write_text(f"""
-data:
-  table: {tiny_dir / 'data.csv'}
-  image: image
-  tabular: {{age: continuous, sex: categorical}}
-  text: note
-  target: label
-  positive: malignant
-  group: patient
-model: {{image_backbone: small_cnn, pretrained: none, image_size: 32, hidden_dims: [16],
-        min_token_freq: 1, embed_dim: 16}}
-train: {{max_epochs: 1, batch_size: 8}}
-""")
-    return cfg
-
-
-@pytest.fixture(scope="module")
 def trained(tiny_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny"
     res = run("train", str(tiny_config), "--out", str(out), "--set", "train.max_epochs=2")

@@ -35,23 +35,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    cfg.write_text(f"""
-data:
-  table: {tiny_dir / 'data.csv'}
-  image: image
-  tabular: {{age: continuous, sex: categorical}}
-  text: note
-  target: label
-  positive: malignant
-  group: patient
-model: {{image_backbone: small_cnn, pretrained: none, image_size: 32, hidden_dims: [16],
-        min_token_freq: 1, embed_dim: 16}}
-train: {{max_epochs: 1, batch_size: 8}}
-""")
+def run_dir(tiny_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    res = subprocess.run([sys.executable, "-m", "medfuse.cli", "train", str(cfg), "--out",
+    res = subprocess.run([sys.executable, "-m", "medfuse.cli", "train", str(tiny_config), "--out",
                           str(out), "--set", "train.max_epochs=1"], capture_output=True,
                          text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr
