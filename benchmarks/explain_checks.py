@@ -10,9 +10,9 @@ Trains the fused synth-derm model (``configs/synth_derm.yaml``, ``train_run``) u
 ``--run`` names a saved run, then on the held-out test rows:
 
 * pointing game (target >= 0.8): on correctly classified positive (malignant) images, the
-  share whose strongest region (``localise`` at threshold 0.9 of the SmoothGrad-IG map
-  that ``explain`` uses) contains the true lesion centre (``lesion_x``, ``lesion_y``);
-  also reported for the positive part of that map, for plain IG, for Grad-CAM, and for a
+  share whose strongest region (``localise`` at threshold 0.9 of the positive part of the
+  SmoothGrad-IG map, as ``explain`` does) contains the true lesion centre (``lesion_x``,
+  ``lesion_y``); also reported for ``|attribution|``, for plain IG, for Grad-CAM, and for a
   chance reference (a circle of the same radius at the image centre);
 * model randomisation (Adebayo et al. 2018): Spearman rank correlation of the maps of the
   trained model and of the same model with re-initialised weights (low is good);
@@ -106,10 +106,11 @@ def pointing_game(clf: Any, test: Any, cfg: Any, args: argparse.Namespace) -> di
         chosen = test[truth == positive].iloc[: args.max_images]
     target = list(clf.classes_).index(positive)
     model = clf.model_.eval()
-    hits: dict[str, list[bool]] = {"smoothgrad_ig": [], "smoothgrad_ig_positive": [],
+    hits: dict[str, list[bool]] = {"smoothgrad_ig": [], "smoothgrad_ig_abs": [],
                                    "plain_ig": [], "grad_cam": [], "centre_reference": []}
     radii, t0 = [], time.perf_counter()
-    rho: dict[str, list[float]] = {"smoothgrad_ig": [], "smoothgrad_ig_signed": [],
+    rho: dict[str, list[float]] = {"smoothgrad_ig": [], "smoothgrad_ig_abs": [],
+                                   "smoothgrad_ig_signed": [],
                                    "plain_ig": []}
     for start in range(0, len(chosen), args.chunk):
         rows = chosen.iloc[start : start + args.chunk]
@@ -119,8 +120,8 @@ def pointing_game(clf: Any, test: Any, cfg: Any, args: argparse.Namespace) -> di
         attr = ig_attributions(fwd, images, target, args.steps, args.internal_batch_size, rest)
         plain = ig_attributions(fwd, images, target, args.steps, args.internal_batch_size,
                                 rest, nt_samples=0)
-        maps = {"smoothgrad_ig": reduce_channels(attr, "abs"),
-                "smoothgrad_ig_positive": reduce_channels(attr, "positive"),
+        maps = {"smoothgrad_ig": reduce_channels(attr, "positive"),  # what explain() circles
+                "smoothgrad_ig_abs": reduce_channels(attr, "abs"),
                 "plain_ig": reduce_channels(plain, "abs"),
                 "grad_cam": grad_cam(model, batch, target)}
         for i in range(len(rows)):
@@ -136,7 +137,10 @@ def pointing_game(clf: Any, test: Any, cfg: Any, args: argparse.Namespace) -> di
                     centre = {"x": size[0] / 2, "y": size[1] / 2, "r": regions[0]["r"]}
                     hits["centre_reference"].append(contains(centre, x, y))
         if start < args.randomisation_images:
-            rho["smoothgrad_ig"] += randomisation_check(model, batch, target, steps=args.steps)
+            rho["smoothgrad_ig"] += randomisation_check(model, batch, target, steps=args.steps,
+                                                        reduce="positive")
+            rho["smoothgrad_ig_abs"] += randomisation_check(model, batch, target,
+                                                            steps=args.steps)
             rho["smoothgrad_ig_signed"] += randomisation_check(
                 model, batch, target, steps=args.steps, reduce="sum")
             rnd = randomise_weights(model)

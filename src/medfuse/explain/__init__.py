@@ -200,7 +200,7 @@ def _explain_fused_row(clf: Any, frame: pd.DataFrame, target: int, entry: dict[s
             attr = ig_attributions(BatchForward(model, keys), images, target, steps,
                                    internal_batch_size, rest)
             weights[name] = float(attr.abs().sum())
-            amap = reduce_channels(attr, "abs")[0]
+            amap = reduce_channels(attr, "positive")[0]
             path = str(clean[clf.spec.image].iloc[0])
             entry["regions"], _ = _regions(clf, path, amap, threshold, max_regions, method)
             extra.update(image_path=path, attr=amap, method="SmoothGrad integrated gradients")
@@ -246,7 +246,7 @@ def _explain_hybrid_row(clf: Any, state: _HybridState, frame: pd.DataFrame, targ
         if adapter.differentiable:
             attr = ig_attributions(adapter.fn, adapter.image, target, steps,
                                    internal_batch_size)
-            amap, how = reduce_channels(attr, "abs")[0], "SmoothGrad integrated gradients"
+            amap, how = reduce_channels(attr, "positive")[0], "SmoothGrad integrated gradients"
         else:
             amap, how = occlusion(adapter.fn, adapter.image, target)[0], "occlusion"
         entry["regions"], _ = _regions(clf, adapter.path, amap, threshold, max_regions, method)
