@@ -52,7 +52,13 @@ from medfuse.explain.image import (
 from medfuse.explain.modality import hybrid_shares, modality_shares, normalise
 from medfuse.explain.sanity import randomisation_check, randomise_weights, rank_correlation
 from medfuse.explain.tabular import hybrid_features, tabular_attributions
-from medfuse.explain.text import heatmap_html, heatmap_png, token_attributions, words_html
+from medfuse.explain.text import (
+    heatmap_html,
+    heatmap_png,
+    token_attributions,
+    word_importance,
+    words_html,
+)
 
 __all__ = [
     "explain",
@@ -74,6 +80,7 @@ __all__ = [
     "tabular_attributions",
     "to_original",
     "token_attributions",
+    "word_importance",
     "words_html",
 ]
 
