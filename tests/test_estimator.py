@@ -117,3 +117,22 @@ def test_bad_params_name_parameter_and_options(tiny_dir: Path) -> None:
         FusionClassifier(spec, **{**FAST, "image_backbone": "resnet19"}).fit(df)
     with pytest.raises(NotFittedError):
         FusionClassifier(spec).predict_proba(df)
+
+
+def test_same_config_and_seed_give_identical_metrics(tiny_dir: Path, tmp_path: Path) -> None:
+    """Two fits with one seed on CPU agree exactly (dropout, augmentation, shuffling)."""
+    from medfuse.runs import evaluate
+
+    df, spec = _data(tiny_dir, COMBOS["all"])
+    params = {**FAST, "max_epochs": 2, "accelerator": "cpu", "dropout": 0.5}
+    results = []
+    for i, seed in enumerate((7, 7, 8)):
+        clf = FusionClassifier(spec, **{**params, "seed": seed})
+        clf.fit(df.iloc[:18], df.iloc[18:], run_dir=tmp_path / str(i))
+        metrics, preds = evaluate(clf, df)
+        results.append((metrics, preds, clf.predict_proba(df)))
+    (m1, p1, a1), (m2, p2, a2), (_, _, other) = results
+    assert m1 == m2
+    pd.testing.assert_frame_equal(p1, p2)
+    np.testing.assert_array_equal(a1, a2)
+    assert not np.array_equal(a1, other)  # the seed does matter

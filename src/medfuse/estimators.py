@@ -33,7 +33,13 @@ from medfuse.data.validation import validate_table
 from medfuse.decision import DecisionMixin
 from medfuse.errors import ConfigError, NotFittedError, check_option
 from medfuse.fusion import FUSIONS, FusionModel
-from medfuse.io import verify_manifest, write_manifest
+from medfuse.io import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    verify_manifest,
+    write_manifest,
+)
 
 if TYPE_CHECKING:
     from medfuse.encoders.image import ImageEncoder
@@ -297,26 +303,34 @@ class FusionClassifier(DecisionMixin):
         run_dir: Path, resume: bool,
     ) -> None:
         """Run Lightning on ``module`` and restore the best checkpoint's weights."""
-        from medfuse.training import make_trainer
+        from medfuse.training import EpochSampler, EpochSeed, make_trainer
 
         last = run_dir / "checkpoints" / "last.ckpt"
         if resume and not last.is_file():
             raise ConfigError(f"cannot resume: '{last}' does not exist; train without --resume")
-        trainer, checkpoint = make_trainer(
-            run_dir, self.max_epochs, self.patience, self.accelerator, self.devices,
-            self.strategy, self.num_nodes, self.precision, self.progress,
-        )
         loader_kw: dict[str, Any] = dict(
             batch_size=self.batch_size, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
         train_ds = MultimodalDataset(train, pre, augment=self.augment and bool(self.spec.image))
-        train_dl = DataLoader(train_ds, shuffle=True, drop_last=len(train_ds) > self.batch_size,
+        # order, augmentation and dropout follow (seed, epoch): a resumed run repeats the
+        # uninterrupted one exactly (see EpochSampler / EpochSeed)
+        sampler = EpochSampler(len(train_ds), self.seed)
+        trainer, checkpoint = make_trainer(
+            run_dir, self.max_epochs, self.patience, self.accelerator, self.devices,
+            self.strategy, self.num_nodes, self.precision, self.progress,
+            callbacks=[EpochSeed(self.seed, [sampler])],
+        )
+        train_dl = DataLoader(train_ds, sampler=sampler,
+                              drop_last=len(train_ds) > self.batch_size,
                               generator=torch.Generator().manual_seed(self.seed), **loader_kw)
         valid_dl = DataLoader(MultimodalDataset(valid, pre), **loader_kw)
+        earlier = _logged_epochs(run_dir, last) if resume else None
         t0 = time.perf_counter()
         trainer.fit(module, train_dl, valid_dl, ckpt_path=str(last) if resume else None)
         self.train_seconds_ = time.perf_counter() - t0
+        if earlier is not None:
+            _prepend_log_rows(run_dir, earlier)
         if checkpoint.best_model_path:
             state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
             module.load_state_dict(state["state_dict"])
@@ -343,7 +357,8 @@ class FusionClassifier(DecisionMixin):
         self._check_fitted()
         run = Path(path)
         run.mkdir(parents=True, exist_ok=True)
-        save_model(self.model_, str(run / MODEL_FILE))
+        with atomic_path(run / MODEL_FILE) as tmp:
+            save_model(self.model_, str(tmp))
         self.pre_.save(run / PREPROCESS_FILE)
         meta = {
             "estimator": type(self).__name__,
@@ -355,7 +370,7 @@ class FusionClassifier(DecisionMixin):
             "epochs": self.epochs_,
             "decision": self.decision_state(),
         }
-        (run / ESTIMATOR_FILE).write_text(json.dumps(meta, indent=1))
+        atomic_write_json(run / ESTIMATOR_FILE, meta)
         existing = [p.name for p in run.iterdir() if p.is_file() and p.name != "manifest.json"]
         write_manifest(run, existing)
         return run
@@ -381,6 +396,45 @@ class FusionClassifier(DecisionMixin):
         clf.epochs_ = int(meta["epochs"])
         clf.set_decision_state(meta.get("decision", {}))
         return clf
+
+
+LOG_FILE = Path("logs") / "metrics.csv"
+_LOG_KEPT = Path("logs") / "metrics.before_resume.csv"
+
+
+def _logged_epochs(run_dir: Path, checkpoint: Path) -> pd.DataFrame | None:
+    """Rows of ``logs/metrics.csv`` for the epochs ``checkpoint`` has finished.
+
+    Lightning's CSV logger starts that file afresh when training resumes; these rows are
+    put back in front afterwards (:func:`_prepend_log_rows`).
+    """
+    saved = run_dir / _LOG_KEPT
+    frames: list[pd.DataFrame] = []
+    try:
+        done = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"])
+        for path in (saved, run_dir / LOG_FILE):  # rows kept by an earlier resume first
+            if path.is_file():
+                rows = pd.read_csv(path)
+                if "epoch" in rows:
+                    seen = set().union(*(f["epoch"] for f in frames))
+                    frames.append(rows[(rows["epoch"] <= done) & ~rows["epoch"].isin(seen)])
+    except (OSError, ValueError, KeyError, RuntimeError, pd.errors.ParserError):
+        return None
+    if not frames:
+        return None
+    earlier = pd.concat(frames, ignore_index=True)
+    # on disk too: if the resumed run is killed in turn, these rows are not lost
+    atomic_write_text(saved, earlier.to_csv(index=False))
+    return earlier
+
+
+def _prepend_log_rows(run_dir: Path, earlier: pd.DataFrame) -> None:
+    path = run_dir / LOG_FILE
+    later = pd.read_csv(path) if path.is_file() else earlier.iloc[:0]
+    if "epoch" in later:
+        later = later[~later["epoch"].isin(earlier["epoch"].unique())]
+    atomic_write_text(path, pd.concat([earlier, later], ignore_index=True).to_csv(index=False))
+    (run_dir / _LOG_KEPT).unlink(missing_ok=True)
 
 
 def prediction_spec(spec: DataSpec) -> DataSpec:

@@ -14,7 +14,6 @@ applies the model's temperature, so its probabilities match ``clf.predict_proba`
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,7 +101,7 @@ def export_onnx(run: Path, out: Path | None = None) -> Path:
         If the run holds a hybrid model (its classical head is not a torch module).
     """
     from medfuse.estimators import MODEL_FILE, FusionClassifier
-    from medfuse.io import sha256
+    from medfuse.io import atomic_path, atomic_write_json, sha256
     from medfuse.runs import load_model
 
     clf = load_model(run)
@@ -118,13 +117,14 @@ def export_onnx(run: Path, out: Path | None = None) -> Path:
     dynamic = {k: {0: "batch"} for k in keys} | {"probabilities": {0: "batch"}}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper, tuple(batch[k] for k in keys), str(target), input_names=keys,
-            output_names=["probabilities"], dynamic_axes=dynamic, opset_version=OPSET,
-            dynamo=False,
-        )
+        with atomic_path(target) as tmp:
+            torch.onnx.export(
+                wrapper, tuple(batch[k] for k in keys), str(tmp), input_names=keys,
+                output_names=["probabilities"], dynamic_axes=dynamic, opset_version=OPSET,
+                dynamo=False,
+            )
     meta = {"inputs": keys, "opset": OPSET, "weights_sha256": sha256(run / MODEL_FILE)}
-    Path(str(target) + ".json").write_text(json.dumps(meta, indent=1))
+    atomic_write_json(Path(str(target) + ".json"), meta)
     return target
 
 

@@ -754,7 +754,7 @@ class HybridClassifier(DecisionMixin):
         import skops.io as sio
         from safetensors.numpy import save_file
 
-        from medfuse.io import write_manifest
+        from medfuse.io import atomic_path, atomic_write_json, write_manifest
 
         self._check_fitted()
         run = Path(path)
@@ -762,25 +762,31 @@ class HybridClassifier(DecisionMixin):
         files = [PREPROCESS_FILE, HYBRID_FILE]
         self.pre_.save(run / PREPROCESS_FILE)
         if self.head == "xgboost":
-            self.head_[-1].save_model(str(run / HEAD_XGB))
+            with atomic_path(run / HEAD_XGB) as tmp:
+                self.head_[-1].save_model(str(tmp))
             files.append(HEAD_XGB)
             if len(self.head_) > 1:
-                sio.dump(self.head_[:-1], run / HEAD_SKOPS)
+                with atomic_path(run / HEAD_SKOPS) as tmp:
+                    sio.dump(self.head_[:-1], tmp)
                 files.append(HEAD_SKOPS)
         else:
-            sio.dump(self.head_, run / HEAD_SKOPS)
+            with atomic_path(run / HEAD_SKOPS) as tmp:
+                sio.dump(self.head_, tmp)
             files.append(HEAD_SKOPS)
         if self.text_model_ is not None:
-            sio.dump(self.text_model_, run / TEXT_SKOPS)
+            with atomic_path(run / TEXT_SKOPS) as tmp:
+                sio.dump(self.text_model_, tmp)
             files.append(TEXT_SKOPS)
         if self.word_vectors_ is not None:
-            save_file({"word_vectors": self.word_vectors_}, str(run / VECTORS_FILE))
+            with atomic_path(run / VECTORS_FILE) as tmp:
+                save_file({"word_vectors": self.word_vectors_}, str(tmp))
             files.append(VECTORS_FILE)
         if self.extractor_model_ is None and self.image_encoder_ is not None:
             # the frozen extractor's weights travel with the model (random-init or builtin)
             from safetensors.torch import save_model
 
-            save_model(self.image_encoder_, str(run / IMAGE_FILE))
+            with atomic_path(run / IMAGE_FILE) as tmp:
+                save_model(self.image_encoder_, str(tmp))
             files.append(IMAGE_FILE)
         if self.extractor_model_ is not None:
             sub = self.extractor_model_.save(run / EXTRACTOR_DIR)
@@ -794,7 +800,7 @@ class HybridClassifier(DecisionMixin):
             "fit_seconds": self.fit_seconds_,
             "decision": self.decision_state(),
         }
-        (run / HYBRID_FILE).write_text(json.dumps(meta, indent=1))
+        atomic_write_json(run / HYBRID_FILE, meta)
         write_manifest(run, files)
         return run
 

@@ -2,13 +2,22 @@
 
 Weights are safetensors and everything else is JSON / YAML / CSV: no pickle is
 ever loaded from a run directory.
+
+Every file of a run directory is written atomically (:func:`atomic_path`,
+:func:`atomic_write_bytes`, :func:`atomic_write_text`): into a temporary file in the
+same folder, flushed to disk, then renamed over the target. A crash or a kill leaves
+either the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import platform
+import secrets
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +32,68 @@ _LIBRARIES = ("medfuse", "torch", "torchvision", "timm", "lightning", "transform
 
 class RunDirError(MedfuseError, ValueError):
     """A run directory is missing, incomplete or altered."""
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
+
+    For libraries that write by file name (``safetensors``, ``skops``, XGBoost,
+    ``pandas.to_csv``): the temporary name keeps ``path``'s suffix, is flushed to disk
+    (fsync) and renamed over ``path`` (``os.replace``) when the block ends. If the block
+    raises, the temporary file is removed and ``path`` is left as it was.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "a.txt"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = tmp.write_text("hello")
+    >>> target.read_text(), sorted(p.name for p in target.parent.iterdir())
+    ('hello', ['a.txt'])
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "xb") as fh:
+        fh.write(data)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(path: str | Path, data: Any, **dumps: Any) -> Path:
+    """``json.dumps(data, indent=1, **dumps)`` written to ``path`` atomically."""
+    return atomic_write_text(path, json.dumps(data, **{"indent": 1, **dumps}))
 
 
 def sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -50,7 +121,7 @@ def write_manifest(run: Path, files: list[str]) -> dict[str, Any]:
         "versions": library_versions(),
         "files": {name: sha256(run / name) for name in sorted(files)},
     }
-    (run / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    atomic_write_json(run / MANIFEST, manifest)
     return manifest
 
 

@@ -24,7 +24,7 @@ from medfuse.errors import ConfigError, check_option
 from medfuse.estimators import FusionClassifier, prediction_spec
 from medfuse.evaluation.metrics import classification_metrics, summarize_folds
 from medfuse.hybrid import HEADS, HybridClassifier
-from medfuse.io import write_manifest
+from medfuse.io import atomic_path, atomic_write_json, atomic_write_text, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,12 @@ def predictions_frame(clf: Estimator, df: pd.DataFrame, proba: np.ndarray,
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=1, default=float))
+    atomic_write_json(path, data, default=float)
+
+
+def _write_csv(path: Path, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
 
 
 def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]:
@@ -165,11 +170,11 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]
         data=validation.to_dict(),
         split=split.report.to_dict(),
     )
-    (out / "config.yaml").write_text(cfg.to_yaml())
+    atomic_write_text(out / "config.yaml", cfg.to_yaml())
     _write_json(out / "metrics.json", metrics)
-    preds.to_csv(out / "predictions.csv", index=False)
+    _write_csv(out / "predictions.csv", preds)
     if subgroups is not None:
-        (out / "subgroups.json").write_text(json.dumps(subgroups, indent=1, default=float))
+        _write_json(out / "subgroups.json", subgroups)
     duplicates = {k: v for k, v in split.report.to_dict().items() if k != "sizes"}
     _write_json(out / "data_report.json", data_report(df, cfg.data, duplicates=duplicates))
     clf.save(out)
@@ -237,11 +242,11 @@ def cv_run(cfg: RunConfig, folds: int, out: Path,
         table = pd.DataFrame([{"head": name, **{k: s["mean"].get(k) for k in HEAD_TABLE_KEYS},
                                **{f"{k}_std": s["std"].get(k) for k in HEAD_TABLE_KEYS[:2]}}
                               for name, s in summaries.items()])
-        table.to_csv(out / "heads.csv", index=False)
+        _write_csv(out / "heads.csv", table)
         files.append("heads.csv")
-    (out / "config.yaml").write_text(cfg.to_yaml())
+    atomic_write_text(out / "config.yaml", cfg.to_yaml())
     _write_json(out / "cv_metrics.json", summary)
-    pd.concat(oof).to_csv(out / "predictions.csv", index=False)
+    _write_csv(out / "predictions.csv", pd.concat(oof))
     write_manifest(out, files)
     return summary
 
@@ -286,7 +291,7 @@ def evaluate_run(run: Path, table: Path, out: Path | None = None) -> dict[str, A
     target = out or run / "evaluation"
     target.mkdir(parents=True, exist_ok=True)
     _write_json(target / "metrics.json", metrics)
-    preds.to_csv(target / "predictions.csv", index=False)
+    _write_csv(target / "predictions.csv", preds)
     return metrics
 
 
@@ -297,7 +302,7 @@ def predict_run(run: Path, table: Path, out_csv: Path) -> pd.DataFrame:
                        require_target=False, training=False)
     preds = predictions_frame(clf, df, clf.predict_proba(df))
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    preds.to_csv(out_csv, index=False)
+    _write_csv(out_csv, preds)
     return preds
 
 
@@ -379,11 +384,11 @@ def ablate_run(cfg: RunConfig, folds: int, out: Path) -> dict[str, Any]:
             ci = (m.get("ci95") or {}).get(k) or [None, None]
             row.update({k: m[k], f"{k}_lo": ci[0], f"{k}_hi": ci[1]})
         rows.append(row)
-    pd.DataFrame(rows).to_csv(out / "ablation.csv", index=False)
+    _write_csv(out / "ablation.csv", pd.DataFrame(rows))
     preds = pd.DataFrame({"row": np.arange(len(df)), "target": y_str})
     for name, proba in oof.items():
         preds[f"{name}_prob"] = proba[:, -1]
-    preds.to_csv(out / "predictions.csv", index=False)
-    (out / "config.yaml").write_text(cfg.to_yaml())
+    _write_csv(out / "predictions.csv", preds)
+    atomic_write_text(out / "config.yaml", cfg.to_yaml())
     write_manifest(out, ["ablation.json", "ablation.csv", "predictions.csv", "config.yaml"])
     return result

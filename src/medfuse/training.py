@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 from lightning import LightningModule, Trainer
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
+from torch.utils.data import Sampler
 
 from medfuse.evaluation.metrics import classification_metrics
 
@@ -73,6 +75,12 @@ class FusionModule(LightningModule):
         self.patience = patience
         self.scheduler, self.warmup = scheduler, warmup
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._val_loss: list[tuple[float, int]] = []
+        # ReduceLROnPlateau is stepped here, at the end of validation, so the epoch's step
+        # is in the checkpoint written right after (Lightning would step it later, at the
+        # epoch's end, and skip that step when resuming from that checkpoint)
+        self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+        self._plateau_state: dict[str, Any] | None = None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(batch)
@@ -85,11 +93,17 @@ class FusionModule(LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch)
-        self.log("val_loss", self.loss(logits, batch["target"]), on_epoch=True, prog_bar=True,
-                 batch_size=len(batch["target"]))
+        loss = self.loss(logits, batch["target"])
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["target"]))
+        self._val_loss.append((float(loss) * len(batch["target"]), len(batch["target"])))
         self._val.append((torch.softmax(logits.float(), 1).cpu(), batch["target"].cpu()))
 
     def on_validation_epoch_end(self) -> None:
+        if self._val_loss:
+            val_loss = sum(s for s, _ in self._val_loss) / max(1, sum(n for _, n in self._val_loss))
+            self._val_loss.clear()
+            if self.plateau is not None and not self.trainer.sanity_checking:
+                self.plateau.step(val_loss)
         if not self._val:
             return
         proba = torch.cat([p for p, _ in self._val]).numpy()
@@ -99,6 +113,17 @@ class FusionModule(LightningModule):
         self.log("val_acc", m["accuracy"], prog_bar=True)
         if m["roc_auc"] is not None:
             self.log("val_auc", m["roc_auc"], prog_bar=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.plateau is not None:
+            checkpoint["plateau_scheduler"] = self.plateau.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("plateau_scheduler")
+        if state is not None and self.plateau is not None:
+            self.plateau.load_state_dict(state)
+        else:  # optimisers are usually configured after the checkpoint is read
+            self._plateau_state = state
 
     def configure_optimizers(self) -> Any:
         slow = {id(p) for m in self.pretrained for p in m.parameters()}
@@ -116,10 +141,13 @@ class FusionModule(LightningModule):
         else:
             opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
         if self.scheduler == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 opt, mode="min", factor=0.3, patience=max(1, self.patience // 2)
             )
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
+            if self._plateau_state is not None:
+                self.plateau.load_state_dict(self._plateau_state)
+                self._plateau_state = None
+            return {"optimizer": opt}  # stepped in on_validation_epoch_end
         total = max(1, int(self.trainer.estimated_stepping_batches))
         step_sched: torch.optim.lr_scheduler.LRScheduler
         if self.scheduler == "onecycle":
@@ -134,6 +162,81 @@ class FusionModule(LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": step_sched, "interval": "step"}}
 
 
+def epoch_seed(seed: int, *keys: int) -> int:
+    """A 32-bit seed derived from ``(seed, *keys)``, the same in every process and run.
+
+    >>> epoch_seed(0, 1) == epoch_seed(0, 1) != epoch_seed(0, 2)
+    True
+    """
+    entropy = [int(seed) & 0xFFFFFFFF, *(int(k) for k in keys)]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Shuffled ``(row, sample_seed)`` pairs drawn from ``(seed, epoch)`` only.
+
+    The order and each row's augmentation seed (see
+    :class:`~medfuse.data.dataset.MultimodalDataset`) depend on the epoch number, never
+    on generator state left by earlier epochs or by Lightning's prefetching, so epoch
+    ``k`` yields the same batches in an uninterrupted run and in one resumed at ``k``.
+    Lightning calls :meth:`set_epoch`; :class:`EpochSeed` sets it on resume.
+
+    >>> s = EpochSampler(4, seed=0)
+    >>> first = list(s); s.set_epoch(1); second = list(s); s.set_epoch(0)
+    >>> list(s) == first != second and sorted(i for i, _ in first) == [0, 1, 2, 3]
+    True
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng(epoch_seed(self.seed, self.epoch))
+        order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        seeds = rng.integers(0, 2**31 - 1, size=self.n)
+        return iter([(int(i), int(s)) for i, s in zip(order, seeds, strict=True)])
+
+
+class EpochSeed(Callback):
+    """Re-seed the global generators at each training epoch's start from ``(seed, epoch)``.
+
+    Dropout (and anything else drawing from torch / numpy / ``random`` during the
+    training steps) then depends on the epoch number only, and ``samplers``
+    (:class:`EpochSampler`) are moved to the epoch a resumed run starts at before
+    Lightning prefetches its first batch: a run resumed from ``last.ckpt`` trains its
+    remaining epochs exactly as the uninterrupted run does.
+    """
+
+    def __init__(self, seed: int, samplers: Sequence[EpochSampler] = ()) -> None:
+        self.seed = seed
+        self.samplers = list(samplers)
+
+    def on_load_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # our checkpoints are written once an epoch's training batches are done
+        for sampler in self.samplers:
+            sampler.set_epoch(int(checkpoint.get("epoch", -1)) + 1)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        import random
+
+        epoch = trainer.current_epoch
+        seed = epoch_seed(self.seed, epoch)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)  # also seeds CUDA / MPS devices
+        for sampler in self.samplers:
+            sampler.set_epoch(epoch)
+
+
 def make_trainer(
     run_dir: Path,
     max_epochs: int,
@@ -144,18 +247,33 @@ def make_trainer(
     num_nodes: int = 1,
     precision: str = "32-true",
     progress: bool = True,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[Trainer, ModelCheckpoint]:
-    """A Trainer writing ``run_dir/logs`` (CSV) and ``run_dir/checkpoints`` (best + last)."""
+    """A Trainer writing ``run_dir/logs`` (CSV) and ``run_dir/checkpoints`` (best + last).
+
+    ``last.ckpt`` is written after every epoch (model, optimiser, scheduler, early
+    stopping and checkpoint state), so ``ckpt_path=last.ckpt`` resumes where a killed run
+    stopped; ``callbacks`` are added (e.g. :class:`EpochSeed`, which makes the resumed
+    epochs identical to those of an uninterrupted run).
+    """
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
-        save_top_k=1, save_last=True,
+        save_top_k=1,
     )
-    callbacks: list[Any] = [
+    # Lightning's save_last only writes last.ckpt on epochs that improve the monitored
+    # metric; this unmonitored checkpoint writes it after every epoch's validation
+    last = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, every_n_epochs=1,
+        enable_version_counter=False,
+    )
+    every: list[Callback] = [
         checkpoint,
+        last,
         EarlyStopping(monitor="val_loss", mode="min", patience=patience),
+        *callbacks,
     ]
     if progress:
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
+        every.append(TQDMProgressBar(refresh_rate=10))
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*srun.*")
     warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*")
@@ -170,7 +288,7 @@ def make_trainer(
         num_nodes=num_nodes,
         precision=precision,  # type: ignore[arg-type]
         deterministic=True,
-        callbacks=callbacks,
+        callbacks=every,
         logger=CSVLogger(save_dir=run_dir, name="logs", version=""),
         enable_progress_bar=progress,
         enable_model_summary=False,

@@ -68,11 +68,24 @@ class MultimodalDataset(Dataset[dict[str, torch.Tensor]]):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Row ``key``; or ``(row, seed)``: the row augmented with a generator seeded by ``seed``.
+
+        Seeded rows (see :class:`medfuse.training.EpochSampler`) are augmented the same
+        way in any process, worker or resumed run.
+        """
+        i, seed = key if isinstance(key, tuple) else (key, None)
         sample = {k: v[i] for k, v in self.tensors.items()}
         if self.paths:
             image = self.pre.image(read_image(self.paths[i]))
-            sample["image"] = self.augment(image) if self.augment is not None else image
+            if self.augment is not None:
+                if seed is None:
+                    image = self.augment(image)
+                else:
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(seed)
+                        image = self.augment(image)
+            sample["image"] = image
         return sample
 
 

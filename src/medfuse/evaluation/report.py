@@ -41,7 +41,7 @@ import yaml
 from medfuse.config import DataSpec, RunConfig
 from medfuse.data.validation import as_category_strings
 from medfuse.evaluation.metrics import expected_calibration_error
-from medfuse.io import RunDirError
+from medfuse.io import RunDirError, atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -804,7 +804,7 @@ class _Plots:
     def add(self, name: str, png: bytes, alt: str, caption: str | None = None) -> str:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{name}.png"
-        path.write_bytes(png)
+        atomic_write_bytes(path, png)
         self.saved.append(path)
         return _img(png, alt, caption)
 
@@ -1193,5 +1193,5 @@ def build_report(run: Path, out: Path | None = None) -> Path:
 """
     target = Path(out) if out is not None else run / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(page, encoding="utf-8")
+    atomic_write_text(target, page)
     return target
