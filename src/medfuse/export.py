@@ -101,7 +101,7 @@ def export_onnx(run: Path, out: Path | None = None) -> Path:
         If the run holds a hybrid model (its classical head is not a torch module).
     """
     from medfuse.estimators import MODEL_FILE, FusionClassifier
-    from medfuse.io import atomic_path, atomic_write_json, sha256
+    from medfuse.io import add_to_manifest, atomic_path, atomic_write_json, sha256
     from medfuse.runs import load_model
 
     clf = load_model(run)
@@ -125,6 +125,8 @@ def export_onnx(run: Path, out: Path | None = None) -> Path:
             )
     meta = {"inputs": keys, "opset": OPSET, "weights_sha256": sha256(run / MODEL_FILE)}
     atomic_write_json(Path(str(target) + ".json"), meta)
+    if target.resolve().parent == Path(run).resolve():  # served from the run: checked too
+        add_to_manifest(run, [target.name, target.name + ".json"])
     return target
 
 

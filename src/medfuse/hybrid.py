@@ -366,7 +366,7 @@ def require_two_classes(y: np.ndarray, n_classes: int, table: str = "train") -> 
 HYBRID_FILE, HEAD_SKOPS, HEAD_XGB = "estimator.json", "head.skops", "head.xgb.json"
 TEXT_SKOPS, VECTORS_FILE, EXTRACTOR_DIR = "text.skops", "features.safetensors", "extractor"
 IMAGE_FILE = "image.safetensors"
-_SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "imblearn.", "builtins.")
+_SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "imblearn.")
 
 
 class HybridClassifier(DecisionMixin):
@@ -853,17 +853,38 @@ class HybridClassifier(DecisionMixin):
         return clf
 
 
+def _trusted_type(name: str) -> bool:
+    """A class (never a function: it could be called on the inputs) of sklearn / imblearn /
+    numpy / scipy.
+
+    >>> _trusted_type("sklearn.tree._tree.Tree"), _trusted_type("builtins.eval")
+    (True, False)
+    >>> _trusted_type("numpy.load"), _trusted_type("sklearn.no.such.Thing")
+    (False, False)
+    """
+    import importlib
+
+    if not name.startswith(_SAFE_PREFIXES):
+        return False
+    module, _, attr = name.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(obj, type)
+
+
 def _load_skops(path: Path) -> Any:
-    """Load a skops file trusting only scikit-learn / numpy / scipy types."""
+    """Load a skops file trusting only scikit-learn / imblearn / numpy / scipy classes."""
     import skops.io as sio
 
     from medfuse.io import RunDirError
 
     untrusted = sio.get_untrusted_types(file=path)
-    foreign = [t for t in untrusted if not t.startswith(_SAFE_PREFIXES)]
+    foreign = [t for t in untrusted if not _trusted_type(t)]
     if foreign:
         raise RunDirError(
-            f"{path}: refusing to load types outside scikit-learn / numpy / scipy: "
+            f"{path}: refusing to load types outside scikit-learn / numpy / scipy classes: "
             f"{', '.join(sorted(foreign))}. Re-create the model with medfuse."
         )
     return sio.load(path, trusted=untrusted)

@@ -125,6 +125,16 @@ def write_manifest(run: Path, files: list[str]) -> dict[str, Any]:
     return manifest
 
 
+def add_to_manifest(run: Path, files: list[str]) -> dict[str, Any]:
+    """Record sha256 of ``files`` (relative to ``run``) in the run's existing manifest."""
+    path = run / MANIFEST
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    manifest.setdefault("files", {}).update({name: sha256(run / name) for name in files})
+    manifest["files"] = dict(sorted(manifest["files"].items()))
+    atomic_write_json(path, manifest)
+    return manifest
+
+
 def verify_manifest(run: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
     """Check every file in the manifest exists with its recorded sha256.
 

@@ -132,6 +132,14 @@ class ServedModel:
         self.onnx: Any = None
         if (run / "model.onnx").is_file():
             from medfuse.export import OnnxPredictor
+            from medfuse.io import MANIFEST, RunDirError
+
+            listed = json.loads((run / MANIFEST).read_text()).get("files", {})
+            if "model.onnx" not in listed:  # load_model checked every listed file
+                raise RunDirError(
+                    f"'{run / 'model.onnx'}' is not in manifest.json, so it cannot be "
+                    "checked: re-create it with `medfuse export RUN` or delete it"
+                )
 
             self.onnx = OnnxPredictor(run, clf=self.clf)
         self.lock = threading.Lock()
