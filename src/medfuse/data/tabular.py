@@ -3,7 +3,8 @@
 * categorical columns -> integer codes; code 0 is the "unknown" bucket, used for
   missing values and for categories never seen in training;
 * continuous columns -> median imputation, a missing-indicator feature for each
-  column that had missing values in training, then standardisation.
+  column that had missing values in training, then standardisation (clipped to
+  +-``MAX_ABS_Z`` so no input overflows float32).
 
 >>> import pandas as pd
 >>> train = pd.DataFrame({"age": [40.0, None, 60.0], "sex": ["f", "m", "f"]})
@@ -24,6 +25,7 @@ import pandas as pd
 from medfuse.errors import DataError, NotFittedError
 
 UNKNOWN = "<unknown>"
+MAX_ABS_Z = 1e6  # standardised values are clipped to +-this
 
 
 class TabularPreprocessor:
@@ -74,10 +76,11 @@ class TabularPreprocessor:
             observed = x[np.isfinite(x)]
             median = float(observed.median()) if len(observed) else 0.0
             filled = x.where(np.isfinite(x), median)
-            std = float(filled.std(ddof=0)) if len(filled) else 0.0
+            with np.errstate(over="ignore", invalid="ignore"):  # 1e308-sized values
+                std = float(filled.std(ddof=0)) if len(filled) else 0.0
             self.medians_[col] = median
             self.means_[col] = float(filled.mean()) if len(filled) else 0.0
-            self.scales_[col] = std if std > 1e-12 else 1.0
+            self.scales_[col] = std if 1e-12 < std < np.inf else 1.0
             if bool((~np.isfinite(x)).any()):
                 self.indicators_.append(col)
         return self
@@ -109,7 +112,10 @@ class TabularPreprocessor:
             x = pd.to_numeric(df[col], errors="coerce").astype(float).to_numpy()
             finite = np.isfinite(x)
             x = np.where(finite, x, self.medians_[col])
-            cont[:, j] = (x - self.means_[col]) / self.scales_[col]
+            with np.errstate(over="ignore", invalid="ignore"):
+                z = (x - self.means_[col]) / self.scales_[col]
+            # absurd inputs (1e300) stay finite in float32: never inf / NaN in the network
+            cont[:, j] = np.clip(np.nan_to_num(z, nan=0.0), -MAX_ABS_Z, MAX_ABS_Z)
             if col in self.indicators_:
                 k = len(self.continuous) + self.indicators_.index(col)
                 cont[:, k] = (~finite).astype(np.float32)
