@@ -201,3 +201,32 @@ def test_local_weights_ignore_classifier(tmp_path: Path) -> None:
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(enc(x), full.forward_head(full.forward_features(x), True))
+
+
+def test_gem_pool_and_mirror_views() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    avg = ImageEncoder("resnet18", pretrained="none", freeze=True)
+    gem = ImageEncoder("resnet18", pretrained="none", freeze=True, pool="gem")
+    gem.load_state_dict(avg.state_dict())
+    fmap = avg.backbone.forward_features(x)
+    # generalised mean (p = 3) lies between the average and the maximum of the feature map
+    assert torch.all(gem(x) >= avg(x) - 1e-5) and torch.all(gem(x) <= fmap.amax((2, 3)) + 1e-5)
+    both = ImageEncoder("resnet18", pretrained="none", freeze=True, pool="gem", views="hflip")
+    both.load_state_dict(avg.state_dict())
+    mirrored = torch.flip(x, dims=[3])
+    torch.testing.assert_close(both(x), both(mirrored))  # left-right invariant
+    torch.testing.assert_close(both(x), (gem(x) + gem(mirrored)) / 2)
+
+
+@pytest.mark.parametrize(
+    ("kw", "pattern"),
+    [
+        ({"pool": "mean"}, r"'pool' parameter of ImageEncoder.*'avg', 'gem'"),
+        ({"views": "flip"}, r"'views'.*Did you mean 'hflip'"),
+        ({"backbone": "small_cnn", "pool": "gem"}, r"pool='gem' needs a timm backbone"),
+    ],
+)
+def test_pool_and_views_errors(kw: dict[str, str], pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        ImageEncoder(**{"backbone": "resnet18", "pretrained": "none", **kw})

@@ -84,6 +84,19 @@ class Foreign:  # a type skops must not be allowed to build
     pass
 
 
+def test_frozen_gem_mirror_features_round_trip(tiny_dir: Path, tmp_path: Path) -> None:
+    df, spec = _data(tiny_dir, {"image": "image", "tabular": {"age": "continuous"}})
+    kw = {**FAST, "image_backbone": "resnet18", "cache_dir": str(tmp_path / "c")}
+    clf = HybridClassifier(spec, image_pool="gem", image_views="hflip", **kw).fit(df)
+    plain = HybridClassifier(spec, **kw).fit(df)
+    assert clf.image_encoder_.pool == "gem" and clf.image_encoder_.views == "hflip"
+    # the cache keys differ: the plain model did not reuse the gem / mirror features
+    assert not np.allclose(clf.transform(df)[:, :512], plain.transform(df)[:, :512])
+    loaded = HybridClassifier.load(clf.save(tmp_path / "run"))
+    assert (loaded.image_pool, loaded.image_views) == ("gem", "hflip")
+    np.testing.assert_array_equal(loaded.predict_proba(df), clf.predict_proba(df))
+
+
 def test_skops_files_with_foreign_types_are_refused(tiny_dir: Path, tmp_path: Path) -> None:
     import skops.io as sio
 

@@ -403,13 +403,17 @@ class HybridClassifier(DecisionMixin):
     precision:
         ``"bf16-mixed"`` runs the frozen extractor under bf16 autocast (on CPUs
         that support it); the default ``"32-true"`` is fp32.
+    image_pool, image_views:
+        Frozen extractor only: ``"avg"`` or ``"gem"`` pooling of the last feature map,
+        and ``"none"`` or ``"hflip"`` (features averaged over the image and its mirror
+        image); see :class:`~medfuse.encoders.image.ImageEncoder`.
     """
 
     _PARAMS = (
         "image_backbone", "pretrained", "image_size", "extractor", "text_features",
         "text_components", "embed_dim", "min_token_freq", "max_tokens", "head", "head_params",
         "resample", "class_weight", "cache", "cache_dir", "batch_size", "precision",
-        "max_epochs", "lr", "seed", "progress",
+        "max_epochs", "lr", "seed", "progress", "image_pool", "image_views",
     )
 
     def __init__(
@@ -436,6 +440,8 @@ class HybridClassifier(DecisionMixin):
         lr: float = 1e-3,
         seed: int = 0,
         progress: bool = True,
+        image_pool: str = "avg",
+        image_views: str = "none",
     ) -> None:
         self.spec = spec
         self.image_backbone = image_backbone
@@ -459,6 +465,8 @@ class HybridClassifier(DecisionMixin):
         self.lr = lr
         self.seed = seed
         self.progress = progress
+        self.image_pool = image_pool
+        self.image_views = image_views
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments (except ``spec``), as scikit-learn's ``get_params``."""
@@ -486,6 +494,7 @@ class HybridClassifier(DecisionMixin):
             head_params=dict(m.head_params), resample=m.resample,
             class_weight=m.class_weight, cache=m.feature_cache, batch_size=t.batch_size,
             precision=t.precision, max_epochs=t.max_epochs, lr=t.lr, seed=t.seed,
+            image_pool=m.image_pool, image_views=m.image_views,
         )
         params.update(overrides)
         return cls(cfg.data, **params)
@@ -547,7 +556,8 @@ class HybridClassifier(DecisionMixin):
         elif spec.image:
             from medfuse.encoders.image import ImageEncoder
 
-            enc = ImageEncoder(self.backbone_, self.weights_, self.image_size, freeze=True)
+            enc = ImageEncoder(self.backbone_, self.weights_, self.image_size, freeze=True,
+                               pool=self.image_pool, views=self.image_views)
             self.image_encoder_, transform = enc, enc.transform
         self.pre_ = Preprocessor(spec, self.max_tokens, self.min_token_freq, image=transform,
                                  tokenizer="vocab").fit(train)
@@ -674,6 +684,7 @@ class HybridClassifier(DecisionMixin):
             enc = self.image_encoder_
             key = {"backbone": self.backbone_, "weights": module_digest(enc),
                    "transform": self.pre_.image.to_dict(), "bf16": self._bf16(),
+                   "pool": self.image_pool, "views": self.image_views,
                    "torch": torch.__version__.split("+")[0]}
             self._cache_obj = FeatureCache(self.cache_dir or default_cache_dir(), key)
         return self._cache_obj
@@ -833,7 +844,8 @@ class HybridClassifier(DecisionMixin):
 
             from medfuse.encoders.image import ImageEncoder
 
-            enc = ImageEncoder(clf.backbone_, "none", clf.image_size, freeze=True)
+            enc = ImageEncoder(clf.backbone_, "none", clf.image_size, freeze=True,
+                               pool=clf.image_pool, views=clf.image_views)
             load_model(enc, str(run / IMAGE_FILE), strict=True)
             clf.image_encoder_ = enc
         clf.text_model_ = _load_skops(run / TEXT_SKOPS) if (run / TEXT_SKOPS).is_file() else None

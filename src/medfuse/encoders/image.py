@@ -22,12 +22,15 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_
 from torch import nn
 
 from medfuse.data.preprocess import ImageTransform
-from medfuse.errors import ConfigError, did_you_mean, format_options
+from medfuse.errors import ConfigError, check_option, did_you_mean, format_options
 
 SMALL_CNN = "small_cnn"
 BUILTIN_BACKBONES = ("tf_efficientnet_lite0",)
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 _KEYWORDS = ("builtin", "none", "hub")
+POOLS = ("avg", "gem")
+VIEWS = ("none", "hflip")
+GEM_P = 3.0  # generalised-mean exponent (Radenovic et al. 2018)
 _PREFIXES = ("module.", "model.", "backbone.")
 
 
@@ -197,6 +200,13 @@ class ImageEncoder(nn.Module):
         Overrides the input size of :attr:`transform`.
     freeze:
         Freeze the backbone: no trainable parameters, always in eval mode.
+    pool:
+        ``"avg"`` (the backbone's global average pooling) or ``"gem"`` (generalised
+        mean, p = 3, of the last feature map: between average and max pooling; better
+        for frozen features of small findings; timm backbones only).
+    views:
+        ``"none"`` or ``"hflip"``: features averaged over the image and its mirror image
+        (left-right invariant features, twice the compute).
 
     Examples
     --------
@@ -211,9 +221,17 @@ class ImageEncoder(nn.Module):
         pretrained: str | Path = "builtin",
         image_size: int | None = None,
         freeze: bool = False,
+        pool: str = "avg",
+        views: str = "none",
     ) -> None:
         super().__init__()
         self.backbone_name, self.pretrained, self.freeze = backbone, str(pretrained), freeze
+        check_option("pool", pool, POOLS, "ImageEncoder")
+        check_option("views", views, VIEWS, "ImageEncoder")
+        if pool == "gem" and backbone == SMALL_CNN:
+            raise ConfigError("pool='gem' needs a timm backbone's feature map; 'small_cnn' "
+                              "pools its own features: use pool='avg'.")
+        self.pool, self.views = pool, views
         source = self._weight_source(backbone, self.pretrained)
         mean, std = tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
         model: Any = SmallCNN() if backbone == SMALL_CNN else self._create_timm(backbone, source)
@@ -288,5 +306,14 @@ class ImageEncoder(nn.Module):
         The batch is made channels-last first: oneDNN convolutions then run 1.2-1.9x
         faster on CPU (weights stay contiguous, so state dicts save as they are).
         """
-        out: torch.Tensor = self.backbone(x.contiguous(memory_format=torch.channels_last))
-        return out
+        x = x.contiguous(memory_format=torch.channels_last)
+        if self.views == "hflip":
+            return (self._pooled(x) + self._pooled(torch.flip(x, dims=[3]))) / 2
+        return self._pooled(x)
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool == "avg":
+            out: torch.Tensor = self.backbone(x)
+            return out
+        fmap = self.backbone.forward_features(x).float()  # type: ignore[operator]
+        return fmap.clamp_min(1e-6).pow(GEM_P).mean((2, 3)).pow(1.0 / GEM_P)
