@@ -184,12 +184,12 @@ class ModelSpec(_Spec):
     class_weight: bool = Field(True, description="balanced class weights (when not resampling)")
     feature_cache: bool = Field(True, description="cache frozen image features on disk")
     image_pool: Literal["avg", "gem"] = Field(
-        "avg", description="pooling of a frozen extractor's last feature map: avg or gem "
+        "avg", description="pooling of the image backbone's last feature map: avg or gem "
         "(generalised mean, p = 3)"
     )
     image_views: Literal["none", "hflip"] = Field(
-        "none", description="frozen image features averaged over the image and its mirror "
-        "image (hflip) or not"
+        "none", description="image features averaged over the image and its mirror image "
+        "(hflip: left-right invariant, twice the compute) or not"
     )
 
     @field_validator("text_features")

@@ -97,6 +97,8 @@ class FusionClassifier(DecisionMixin):
         num_nodes: int = 1,
         precision: str = "32-true",
         progress: bool = True,
+        image_pool: str = "avg",
+        image_views: str = "none",
     ) -> None:
         self.spec = spec
         self.image_backbone = image_backbone
@@ -131,6 +133,8 @@ class FusionClassifier(DecisionMixin):
         self.num_nodes = num_nodes
         self.precision = precision
         self.progress = progress
+        self.image_pool = image_pool
+        self.image_views = image_views
 
     # ------------------------------------------------------------------ params
     _PARAMS = (
@@ -139,6 +143,7 @@ class FusionClassifier(DecisionMixin):
         "max_vocab", "embed_dim", "max_epochs", "batch_size", "optimizer", "lr", "encoder_lr",
         "weight_decay", "momentum", "patience", "scheduler", "warmup", "seed", "augment",
         "num_workers", "accelerator", "devices", "strategy", "num_nodes", "precision", "progress",
+        "image_pool", "image_views",
     )
 
     def get_params(self) -> dict[str, Any]:
@@ -160,7 +165,7 @@ class FusionClassifier(DecisionMixin):
             scheduler=t.scheduler, warmup=t.warmup, seed=t.seed,
             augment=t.augment, num_workers=t.num_workers, accelerator=t.accelerator,
             devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
-            precision=t.precision,
+            precision=t.precision, image_pool=m.image_pool, image_views=m.image_views,
         )
         params.update(overrides)
         return cls(cfg.data, **params)
@@ -188,7 +193,7 @@ class FusionClassifier(DecisionMixin):
 
         return ImageEncoder(
             self.image_backbone, pretrained=pretrained, image_size=self.image_size,
-            freeze=self.freeze_image,
+            freeze=self.freeze_image, pool=self.image_pool, views=self.image_views,
         )
 
     def _build(

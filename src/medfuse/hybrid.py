@@ -404,7 +404,7 @@ class HybridClassifier(DecisionMixin):
         ``"bf16-mixed"`` runs the frozen extractor under bf16 autocast (on CPUs
         that support it); the default ``"32-true"`` is fp32.
     image_pool, image_views:
-        Frozen extractor only: ``"avg"`` or ``"gem"`` pooling of the last feature map,
+        Frozen extractor: ``"avg"`` or ``"gem"`` pooling of the last feature map,
         and ``"none"`` or ``"hflip"`` (features averaged over the image and its mirror
         image); see :class:`~medfuse.encoders.image.ImageEncoder`.
     """
