@@ -84,6 +84,14 @@ class DataSpec(_Spec):
     )
     table: Path | None = None
     image: str | None = None
+    image_template: str | None = Field(
+        None, description="path of an image from the image column's value, '{}' standing "
+        "for the value, e.g. 'jpeg/train/{}.jpg' for a column of image names"
+    )
+    hair_removal: bool = Field(
+        False, description="remove hair / thin dark artefacts from every image before it "
+        "reaches the model (DullRazor-style: black-hat filter, threshold, inpainting)"
+    )
     tabular: dict[str, ColumnType] = Field(default_factory=dict)
     text: str | None = None
     target: str = "label"
@@ -94,8 +102,21 @@ class DataSpec(_Spec):
     policy: DataPolicy = Field(default_factory=DataPolicy)
     split: SplitSpec = Field(default_factory=SplitSpec)
 
+    @field_validator("image_template")
+    @classmethod
+    def _one_placeholder(cls, value: str | None) -> str | None:
+        if value is not None and (value.count("{}") != 1 or value.replace("{}", "").count("{")
+                                  or value.replace("{}", "").count("}")):
+            raise ValueError(
+                f"must hold '{{}}' once (for the image column's value) and no other braces, "
+                f"e.g. 'jpeg/train/{{}}.jpg'; got {value!r}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> DataSpec:
+        if (self.image_template or self.hair_removal) and not self.image:
+            raise ValueError("image_template and hair_removal need an image column (data.image)")
         if not (self.image or self.tabular or self.text):
             raise ValueError(
                 "no input modality: set at least one of 'image', 'tabular' or 'text'"
@@ -207,6 +228,47 @@ class ModelSpec(_Spec):
         return value
 
 
+class AugmentSpec(_Spec):
+    """Random augmentation of training images, drawn per (seed, epoch, row).
+
+    ``true`` is the default below (horizontal flip, small affine); ``false`` turns
+    everything off; a mapping sets the keys it names (the others keep their defaults).
+    Probabilities are in [0, 1]; 0 disables a step.
+    """
+
+    hflip: float = Field(0.5, ge=0.0, le=1.0, description="probability of a left-right flip")
+    vflip: float = Field(0.0, ge=0.0, le=1.0, description="probability of an up-down flip")
+    rotate: float = Field(10.0, ge=0.0, le=180.0, description="max rotation, degrees")
+    translate: float = Field(0.05, ge=0.0, lt=1.0, description="max shift, share of the side")
+    scale: float = Field(0.1, ge=0.0, lt=1.0, description="max zoom in / out, e.g. 0.1: 0.9-1.1")
+    color_jitter: float = Field(
+        0.0, ge=0.0, le=1.0, description="brightness / contrast / saturation jitter (hue: a "
+        "quarter of it)"
+    )
+    random_resized_crop: float = Field(
+        0.0, ge=0.0, lt=1.0, description="smallest crop area (share of the image) of a random "
+        "resized crop; 0: none"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        if value is False:
+            return {"hflip": 0.0, "rotate": 0.0, "translate": 0.0, "scale": 0.0}
+        if not isinstance(value, (dict, AugmentSpec)):
+            raise ValueError(
+                f"must be true, false or a mapping of {', '.join(cls.model_fields)}"
+            )
+        return value
+
+    @property
+    def active(self) -> bool:
+        """True when any step can change an image."""
+        return any(v > 0 for v in self.model_dump().values())
+
+
 class TrainSpec(_Spec):
     """Optimisation and hardware; ``devices`` / ``strategy`` go to Lightning as is."""
 
@@ -227,7 +289,27 @@ class TrainSpec(_Spec):
     )
     warmup: float = Field(0.05, ge=0.0, lt=1.0, description="warm-up share of all steps")
     seed: int = 0
-    augment: bool = Field(True, description="random flips / small affine on training images")
+    augment: AugmentSpec = Field(
+        default_factory=AugmentSpec,
+        description="augmentation of training images: true (flip + small affine), false "
+        "(none) or a mapping of AugmentSpec keys, e.g. {hflip: 0.5, vflip: 0.5, rotate: 180}",
+    )
+    loss: Literal["ce", "focal"] = Field(
+        "ce", description="ce: class-weighted cross-entropy; focal: class-weighted focal loss"
+    )
+    focal_gamma: float = Field(2.0, ge=0.0, le=10.0, description="focusing exponent of focal")
+    sampler: Literal["shuffle", "balanced"] = Field(
+        "shuffle", description="shuffle: each training row once per epoch; balanced: rows "
+        "drawn with replacement, every class equally often"
+    )
+    freeze_epochs: int = Field(
+        0, ge=0, description="train the head with the image backbone frozen for this many "
+        "epochs first, then unfreeze it (at encoder_lr)"
+    )
+    unfreeze: Literal["all", "gradual"] = Field(
+        "all", description="after freeze_epochs, unfreeze the backbone at once (all) or one "
+        "stage per epoch from the top (gradual)"
+    )
     num_workers: int = Field(0, ge=0)
     accelerator: str = "auto"
     devices: int | str | list[int] = "auto"

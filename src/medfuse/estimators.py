@@ -16,16 +16,19 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import DataLoader
 
-from medfuse.config import DataPolicy, DataSpec, RunConfig
+from medfuse.config import AugmentSpec, DataPolicy, DataSpec, RunConfig
+from medfuse.data.augment import augment_spec
 from medfuse.data.dataset import MultimodalDataset
 from medfuse.data.preprocess import ImageTransform, Preprocessor
 from medfuse.data.splits import carve, group_labels
@@ -40,6 +43,7 @@ from medfuse.io import (
     verify_manifest,
     write_manifest,
 )
+from medfuse.losses import LOSSES
 
 if TYPE_CHECKING:
     from medfuse.encoders.image import ImageEncoder
@@ -52,6 +56,8 @@ TEXT_ENCODERS = ("wordcnn", "minilm", "wordcnn+minilm")
 _TOKENIZER = {"wordcnn": "vocab", "minilm": "minilm"}
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("plateau", "cosine", "onecycle")
+SAMPLERS = ("shuffle", "balanced")
+UNFREEZE = ("all", "gradual")
 
 
 class FusionClassifier(DecisionMixin):
@@ -89,7 +95,12 @@ class FusionClassifier(DecisionMixin):
         scheduler: str = "plateau",
         warmup: float = 0.05,
         seed: int = 0,
-        augment: bool = True,
+        augment: bool | Mapping[str, Any] = True,
+        loss: str = "ce",
+        focal_gamma: float = 2.0,
+        sampler: str = "shuffle",
+        freeze_epochs: int = 0,
+        unfreeze: str = "all",
         num_workers: int = 0,
         accelerator: str = "auto",
         devices: int | str | list[int] = "auto",
@@ -126,6 +137,11 @@ class FusionClassifier(DecisionMixin):
         self.warmup = warmup
         self.seed = seed
         self.augment = augment
+        self.loss = loss
+        self.focal_gamma = focal_gamma
+        self.sampler = sampler
+        self.freeze_epochs = freeze_epochs
+        self.unfreeze = unfreeze
         self.num_workers = num_workers
         self.accelerator = accelerator
         self.devices = devices
@@ -143,7 +159,8 @@ class FusionClassifier(DecisionMixin):
         "max_vocab", "embed_dim", "max_epochs", "batch_size", "optimizer", "lr", "encoder_lr",
         "weight_decay", "momentum", "patience", "scheduler", "warmup", "seed", "augment",
         "num_workers", "accelerator", "devices", "strategy", "num_nodes", "precision", "progress",
-        "image_pool", "image_views",
+        "image_pool", "image_views", "loss", "focal_gamma", "sampler", "freeze_epochs",
+        "unfreeze",
     )
 
     def get_params(self) -> dict[str, Any]:
@@ -163,7 +180,9 @@ class FusionClassifier(DecisionMixin):
             batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr, encoder_lr=t.encoder_lr,
             weight_decay=t.weight_decay, momentum=t.momentum, patience=t.patience,
             scheduler=t.scheduler, warmup=t.warmup, seed=t.seed,
-            augment=t.augment, num_workers=t.num_workers, accelerator=t.accelerator,
+            augment=_augment_param(t.augment), loss=t.loss, focal_gamma=t.focal_gamma,
+            sampler=t.sampler, freeze_epochs=t.freeze_epochs, unfreeze=t.unfreeze,
+            num_workers=t.num_workers, accelerator=t.accelerator,
             devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
             precision=t.precision, image_pool=m.image_pool, image_views=m.image_views,
         )
@@ -176,6 +195,25 @@ class FusionClassifier(DecisionMixin):
         check_option("text_encoder", self.text_encoder, TEXT_ENCODERS, owner)
         check_option("optimizer", self.optimizer, OPTIMIZERS, owner)
         check_option("scheduler", self.scheduler, SCHEDULERS, owner)
+        check_option("loss", self.loss, LOSSES, owner)
+        check_option("sampler", self.sampler, SAMPLERS, owner)
+        check_option("unfreeze", self.unfreeze, UNFREEZE, owner)
+        if not isinstance(self.freeze_epochs, int) or self.freeze_epochs < 0:
+            raise ConfigError(f"The 'freeze_epochs' parameter of {owner} must be an int >= 0. "
+                              f"Got {self.freeze_epochs!r} instead.")
+        if self.freeze_epochs and self.freeze_image:
+            raise ConfigError(
+                f"freeze_epochs={self.freeze_epochs} unfreezes the image backbone after those "
+                "epochs, and freeze_image=True keeps it frozen for good: set one of them only."
+            )
+        if self.freeze_epochs and not self.spec.image:
+            raise ConfigError("freeze_epochs freezes the image backbone, and this spec has no "
+                              "image column: set freeze_epochs=0.")
+        try:
+            augment_spec(self.augment)
+        except ValidationError as e:
+            raise ConfigError(f"The 'augment' parameter of {owner} must be True, False or a "
+                              f"mapping of AugmentSpec keys: {e}") from None
         for name in ("max_epochs", "batch_size", "max_tokens", "patience"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -294,7 +332,7 @@ class FusionClassifier(DecisionMixin):
             model, class_weights(targets, len(pre.classes_)), self.optimizer, self.lr,
             self.weight_decay, self.momentum, self.patience, self.encoder_lr,
             pretrained=self._pretrained_modules(model), scheduler=self.scheduler,
-            warmup=self.warmup,
+            warmup=self.warmup, loss=self.loss, focal_gamma=self.focal_gamma,
         )
         with tempfile.TemporaryDirectory(prefix="medfuse-") as tmp:
             self._train(module, pre, train, valid, Path(run_dir or tmp), resume)
@@ -308,7 +346,8 @@ class FusionClassifier(DecisionMixin):
         run_dir: Path, resume: bool,
     ) -> None:
         """Run Lightning on ``module`` and restore the best checkpoint's weights."""
-        from medfuse.training import EpochSampler, EpochSeed, make_trainer
+        from medfuse.data.decoded import training_cache
+        from medfuse.training import EpochSampler, EpochSeed, balanced_weights, make_trainer
 
         last = run_dir / "checkpoints" / "last.ckpt"
         if resume and not last.is_file():
@@ -317,19 +356,37 @@ class FusionClassifier(DecisionMixin):
             batch_size=self.batch_size, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
-        train_ds = MultimodalDataset(train, pre, augment=self.augment and bool(self.spec.image))
+        # each training / validation image is decoded and resized once (8-bit, on disk)
+        decoded = training_cache(pre.image) if self.spec.image else None
+        train_ds = MultimodalDataset(train, pre,
+                                     augment=self.augment if self.spec.image else False,
+                                     decoded=decoded)
         # order, augmentation and dropout follow (seed, epoch): a resumed run repeats the
         # uninterrupted one exactly (see EpochSampler / EpochSeed)
-        sampler = EpochSampler(len(train_ds), self.seed)
+        weights = None
+        if self.sampler == "balanced":
+            weights = balanced_weights(pre.encode_target(train[self.spec.target]).numpy())
+        sampler = EpochSampler(len(train_ds), self.seed, weights=weights)
+        callbacks: list[Any] = [EpochSeed(self.seed, [sampler])]
+        strategy = self.strategy
+        encoders = dict(getattr(module.model, "encoders", {}))  # an nn.ModuleDict
+        image = encoders.get("image")
+        if self.freeze_epochs and image is not None:
+            from medfuse.finetuning import BackboneFinetuning
+
+            callbacks.append(BackboneFinetuning(image.backbone, self.freeze_epochs,
+                                                self.unfreeze))
+            if strategy == "ddp":  # frozen parameters get no gradient for a while
+                strategy = "ddp_find_unused_parameters_true"
         trainer, checkpoint = make_trainer(
             run_dir, self.max_epochs, self.patience, self.accelerator, self.devices,
-            self.strategy, self.num_nodes, self.precision, self.progress,
-            callbacks=[EpochSeed(self.seed, [sampler])],
+            strategy, self.num_nodes, self.training_precision(), self.progress,
+            callbacks=callbacks,
         )
         train_dl = DataLoader(train_ds, sampler=sampler,
                               drop_last=len(train_ds) > self.batch_size,
                               generator=torch.Generator().manual_seed(self.seed), **loader_kw)
-        valid_dl = DataLoader(MultimodalDataset(valid, pre), **loader_kw)
+        valid_dl = DataLoader(MultimodalDataset(valid, pre, decoded=decoded), **loader_kw)
         earlier = _logged_epochs(run_dir, last) if resume else None
         t0 = time.perf_counter()
         trainer.fit(module, train_dl, valid_dl, ckpt_path=str(last) if resume else None)
@@ -440,6 +497,14 @@ def _prepend_log_rows(run_dir: Path, earlier: pd.DataFrame) -> None:
         later = later[~later["epoch"].isin(earlier["epoch"].unique())]
     atomic_write_text(path, pd.concat([earlier, later], ignore_index=True).to_csv(index=False))
     (run_dir / _LOG_KEPT).unlink(missing_ok=True)
+
+
+def _augment_param(spec: AugmentSpec) -> bool | dict[str, float]:
+    """``True`` / ``False`` for the two named settings, else the mapping (JSON-friendly)."""
+    for named in (True, False):
+        if spec == AugmentSpec.model_validate(named):
+            return named
+    return spec.model_dump()
 
 
 def prediction_spec(spec: DataSpec) -> DataSpec:

@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from medfuse.evaluation.metrics import classification_metrics
+from medfuse.losses import make_loss
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,14 @@ class FusionModule(LightningModule):
         pretrained: tuple[nn.Module, ...] = (),
         scheduler: str = "plateau",
         warmup: float = 0.05,
+        loss: str = "ce",
+        focal_gamma: float = 2.0,
     ) -> None:
         super().__init__()
         self.model = model
         self.encoder_lr = encoder_lr
         self.pretrained = pretrained
-        self.loss = nn.CrossEntropyLoss(weight=weights)
+        self.loss = make_loss(loss, weights, focal_gamma)
         self.optimizer_name = optimizer
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
         self.patience = patience
@@ -88,31 +91,43 @@ class FusionModule(LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch), batch["target"])
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=len(batch["target"]))
+                 batch_size=len(batch["target"]), sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch)
         loss = self.loss(logits, batch["target"])
-        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["target"]))
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["target"]),
+                 sync_dist=True)  # one value in every DDP process (early stopping, checkpoints)
         self._val_loss.append((float(loss) * len(batch["target"]), len(batch["target"])))
         self._val.append((torch.softmax(logits.float(), 1).cpu(), batch["target"].cpu()))
 
     def on_validation_epoch_end(self) -> None:
+        distributed = self.trainer.world_size > 1
         if self._val_loss:
-            val_loss = sum(s for s, _ in self._val_loss) / max(1, sum(n for _, n in self._val_loss))
+            total = torch.tensor([sum(s for s, _ in self._val_loss),
+                                  float(sum(n for _, n in self._val_loss))], dtype=torch.float64)
             self._val_loss.clear()
+            if distributed:  # every process steps its scheduler with the same loss
+                total = self.trainer.strategy.reduce(total, reduce_op="sum")
+            val_loss = float(total[0] / total[1].clamp_min(1))
             if self.plateau is not None and not self.trainer.sanity_checking:
                 self.plateau.step(val_loss)
         if not self._val:
             return
-        proba = torch.cat([p for p, _ in self._val]).numpy()
-        target = torch.cat([t for _, t in self._val]).numpy()
+        proba_t = torch.cat([p for p, _ in self._val])
+        target_t = torch.cat([t for _, t in self._val])
         self._val.clear()
+        if distributed:  # the validation rows are spread over the processes (padded equally)
+            gathered = [self.all_gather(t) for t in (proba_t, target_t)]
+            proba_t, target_t = (t.flatten(0, 1).cpu() for t in gathered
+                                 if isinstance(t, torch.Tensor))
+        proba, target = proba_t.numpy(), target_t.numpy()
         m = classification_metrics(target, proba)
-        self.log("val_acc", m["accuracy"], prog_bar=True)
+        # the same values in every process (gathered): sync_dist only quiets Lightning's warning
+        self.log("val_acc", m["accuracy"], prog_bar=True, sync_dist=distributed)
         if m["roc_auc"] is not None:
-            self.log("val_auc", m["roc_auc"], prog_bar=True)
+            self.log("val_auc", m["roc_auc"], prog_bar=True, sync_dist=distributed)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.plateau is not None:
@@ -181,14 +196,20 @@ class EpochSampler(Sampler[tuple[int, int]]):
     ``k`` yields the same batches in an uninterrupted run and in one resumed at ``k``.
     Lightning calls :meth:`set_epoch`; :class:`EpochSeed` sets it on resume.
 
+    With ``weights`` (one per row), each epoch draws ``n`` rows with replacement,
+    row ``i`` with probability proportional to ``weights[i]`` (see
+    :func:`balanced_weights`), from the same ``(seed, epoch)`` generator.
+
     >>> s = EpochSampler(4, seed=0)
     >>> first = list(s); s.set_epoch(1); second = list(s); s.set_epoch(0)
     >>> list(s) == first != second and sorted(i for i, _ in first) == [0, 1, 2, 3]
     True
     """
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(self, n: int, seed: int, shuffle: bool = True,
+                 weights: np.ndarray | None = None) -> None:
         self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.p = None if weights is None else np.asarray(weights, float) / np.sum(weights)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -199,9 +220,22 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng(epoch_seed(self.seed, self.epoch))
-        order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        if self.p is not None:
+            order = rng.choice(self.n, size=self.n, replace=True, p=self.p)
+        else:
+            order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
         seeds = rng.integers(0, 2**31 - 1, size=self.n)
         return iter([(int(i), int(s)) for i, s in zip(order, seeds, strict=True)])
+
+
+def balanced_weights(targets: np.ndarray) -> np.ndarray:
+    """Row weights ``1 / count(class of the row)``: every class is drawn equally often.
+
+    >>> balanced_weights(np.array([0, 0, 0, 1])).tolist()
+    [0.3333333333333333, 0.3333333333333333, 0.3333333333333333, 1.0]
+    """
+    counts = np.bincount(targets)
+    return 1.0 / counts[targets]
 
 
 class EpochSeed(Callback):

@@ -16,12 +16,16 @@ Tabular and text arrays are computed once up front; images are decoded lazily.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from medfuse.config import AugmentSpec
+from medfuse.data.augment import augment_spec, build_augmentation
+from medfuse.data.decoded import DecodedImages
 from medfuse.data.images import read_image
 from medfuse.data.preprocess import Preprocessor
 
@@ -38,6 +42,13 @@ class MultimodalDataset(Dataset[dict[str, torch.Tensor]]):
         A preprocessor fitted on the training rows.
     with_target:
         Include ``target``; default: when the target column is present.
+    augment:
+        Augmentation of images: ``True`` / ``False`` or an
+        :class:`~medfuse.config.AugmentSpec` (or its mapping); rows fetched as
+        ``(row, seed)`` are augmented reproducibly.
+    decoded:
+        A :class:`~medfuse.data.decoded.DecodedImages` cache: each image is decoded and
+        resized once, later epochs read its 8-bit pixels from disk (same values).
     """
 
     def __init__(
@@ -45,10 +56,13 @@ class MultimodalDataset(Dataset[dict[str, torch.Tensor]]):
         df: pd.DataFrame,
         pre: Preprocessor,
         with_target: bool | None = None,
-        augment: bool = False,
+        augment: bool | Mapping[str, Any] | AugmentSpec = False,
+        decoded: DecodedImages | None = None,
     ) -> None:
         pre._check_fitted()
-        self.augment = _augmentation() if augment else None
+        self.decoded = decoded
+        spec_aug = augment_spec(augment)
+        self.augment = build_augmentation(spec_aug, pre.image.fill) if spec_aug.active else None
         spec = pre.spec
         self.pre = pre
         self.paths: list[str] = df[spec.image].astype(str).tolist() if spec.image else []
@@ -77,25 +91,22 @@ class MultimodalDataset(Dataset[dict[str, torch.Tensor]]):
         i, seed = key if isinstance(key, tuple) else (key, None)
         sample = {k: v[i] for k, v in self.tensors.items()}
         if self.paths:
-            image = self.pre.image(read_image(self.paths[i]))
-            if self.augment is not None:
-                if seed is None:
-                    image = self.augment(image)
-                else:
-                    with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(seed)
-                        image = self.augment(image)
-            sample["image"] = image
+            transform = self.pre.image
+            if self.augment is None:
+                sample["image"] = transform.normalize(self.pixels(i))
+                return sample
+            pixels = self.pixels(i)  # augmented before normalising
+            if seed is None:
+                pixels = self.augment(pixels)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    pixels = self.augment(pixels)
+            sample["image"] = transform.normalize(pixels)
         return sample
 
-
-def _augmentation() -> Callable[[torch.Tensor], torch.Tensor]:
-    """Mild geometric augmentation for training images (flip, small affine)."""
-    from torchvision.transforms import v2
-
-    return v2.Compose(
-        [
-            v2.RandomHorizontalFlip(),
-            v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1)),
-        ]
-    )
+    def pixels(self, i: int) -> torch.Tensor:
+        """Row ``i``'s resized 8-bit image (from the decoded-image cache when there is one)."""
+        if self.decoded is not None:
+            return self.decoded.pixels(self.paths[i])
+        return self.pre.image.pixels(read_image(self.paths[i]))

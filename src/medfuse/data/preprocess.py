@@ -14,7 +14,7 @@ This bundle is what a run directory stores as ``preprocess.json``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +42,39 @@ class ImageTransform:
     size: int = 224
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    hair_removal: bool = False
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
+        return self.normalize(self.pixels(img))
+
+    def pixels(self, img: Image.Image) -> torch.Tensor:
+        """The resized 8-bit image ``(3, size, size)`` (hair removed if ``hair_removal``)."""
         t = tvf.pil_to_tensor(img.convert("RGB"))
         t = tvf.resize(t, [self.size, self.size], antialias=True)
-        t = tvf.to_dtype(t, torch.float32, scale=True)
+        if self.hair_removal:
+            from medfuse.data.hair import remove_hair
+
+            t = torch.from_numpy(remove_hair(t.permute(1, 2, 0).numpy())).permute(2, 0, 1)
+        return t
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """8-bit ``(3, H, W)`` pixels -> the float input of the network."""
+        t = tvf.to_dtype(pixels, torch.float32, scale=True)
         return tvf.normalize(t, list(self.mean), list(self.std))
+
+    @property
+    def fill(self) -> tuple[int, int, int]:
+        """The 8-bit colour that normalises to 0 (for corners uncovered by augmentation)."""
+        r, g, b = (round(255 * m) for m in self.mean)
+        return r, g, b
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> ImageTransform:
-        return cls(int(state["size"]), tuple(state["mean"]), tuple(state["std"]))
+        return cls(int(state["size"]), tuple(state["mean"]), tuple(state["std"]),
+                   bool(state.get("hair_removal", False)))
 
 
 class Preprocessor:
@@ -79,6 +99,8 @@ class Preprocessor:
         self.min_token_freq = min_token_freq
         self.max_vocab = max_vocab
         self.image = image or ImageTransform()
+        if spec.hair_removal and not self.image.hair_removal:  # part of the saved transform
+            self.image = replace(self.image, hair_removal=True)
 
     def fit(self, train: pd.DataFrame) -> Preprocessor:
         spec = self.spec

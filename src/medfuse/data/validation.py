@@ -112,11 +112,19 @@ def _check_text(df: pd.DataFrame, col: str, table: str, out: list[DataProblem]) 
     df[col] = text
 
 
-def _check_one_image(value: object, root: Path, check: ImageCheck) -> tuple[str, str | None]:
-    """Return (resolved path, problem kind or None) for one cell of the image column."""
+def _check_one_image(
+    value: object, root: Path, check: ImageCheck, template: str | None = None
+) -> tuple[str, str | None]:
+    """Return (resolved path, problem kind or None) for one cell of the image column.
+
+    With a ``template`` (e.g. ``jpeg/train/{}.jpg``), a value that is not an absolute path
+    yet is put in it first, and the path is made absolute (validating again is a no-op).
+    """
     if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
         return "", "missing_image"
     p = Path(str(value).strip())
+    if template is not None and not p.is_absolute():
+        p = (root / template.format(str(value).strip())).absolute()
     path = p if p.is_absolute() else root / p
     if check == "none":
         return str(path), None
@@ -131,15 +139,17 @@ def _check_one_image(value: object, root: Path, check: ImageCheck) -> tuple[str,
 
 
 def _check_images(
-    df: pd.DataFrame, col: str, root: Path, table: str, check: ImageCheck, out: list[DataProblem]
+    df: pd.DataFrame, col: str, root: Path, table: str, check: ImageCheck, out: list[DataProblem],
+    template: str | None = None,
 ) -> None:
     values = df[col].tolist()
     if check == "decode":  # I/O + decoding: worth a thread pool
         workers = min(8, (os.cpu_count() or 1) * 2)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda v: _check_one_image(v, root, check), values))
+            results = list(pool.map(lambda v: _check_one_image(v, root, check, template),
+                                    values))
     else:  # a stat per file: threads would only add overhead
-        results = [_check_one_image(v, root, check) for v in values]
+        results = [_check_one_image(v, root, check, template) for v in values]
     for i, (path, kind) in enumerate(results):
         if kind == "missing_image":
             what = f"image file '{path}' does not exist" if path else "image path is empty"
@@ -205,7 +215,8 @@ def validate_table(
     if spec.text:
         _check_text(clean, spec.text, table, problems)
     if spec.image:
-        _check_images(clean, spec.image, Path(root or "."), table, check_images, problems)
+        _check_images(clean, spec.image, Path(root or "."), table, check_images, problems,
+                      spec.image_template)
     if spec.group:
         groups = as_category_strings(clean[spec.group])
         n_missing = int(groups.isna().sum())
