@@ -341,6 +341,19 @@ class FusionClassifier(DecisionMixin):
         self.classes_ = list(pre.classes_)
         return self
 
+    def training_precision(self) -> str:
+        """Lightning's ``precision`` for this fit, with ``"auto"`` resolved.
+
+        ``"auto"`` trains networks with an image encoder in ``"bf16-mixed"`` where the CPU
+        has native bf16 (see :func:`medfuse.perf.resolve_precision`), everything else in
+        fp32; ``"bf16-mixed"`` falls back to fp32 on CPUs without native bf16.
+        """
+        from medfuse.perf import resolve_precision
+
+        if self.precision == "auto" and not self.spec.image:
+            return "32-true"  # word-CNN / MLP networks: too small for bf16 to pay
+        return resolve_precision(self.precision, self.accelerator)
+
     def _train(
         self, module: Any, pre: Preprocessor, train: pd.DataFrame, valid: pd.DataFrame,
         run_dir: Path, resume: bool,

@@ -32,7 +32,7 @@ import torch
 from scipy import sparse
 
 from medfuse.config import DataSpec, RunConfig
-from medfuse.data.images import read_image
+from medfuse.data.decoded import DecodedImages
 from medfuse.data.preprocess import ImageTransform, Preprocessor
 from medfuse.decision import DecisionMixin
 from medfuse.errors import ConfigError, DataError, NotFittedError, check_option, did_you_mean
@@ -229,17 +229,6 @@ def default_cache_dir() -> Path:
 # ----------------------------------------------------------------------------- images
 
 
-class _ImageFiles(torch.utils.data.Dataset[torch.Tensor]):
-    def __init__(self, paths: Sequence[str], transform: ImageTransform) -> None:
-        self.paths, self.transform = list(paths), transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(read_image(self.paths[i]))
-
-
 def extract_image_features(
     encoder: torch.nn.Module,
     transform: ImageTransform,
@@ -249,12 +238,16 @@ def extract_image_features(
     bf16: bool = False,
     progress: bool = True,
     memo: dict[str, np.ndarray] | None = None,
+    decoded: DecodedImages | None = None,
 ) -> np.ndarray:
     """Pooled features ``(n, d)`` of the images at ``paths`` (cached ones are not recomputed).
 
     ``memo`` is an in-memory cache keyed by content digest (used for extractors that
-    must not be cached on disk, e.g. one trained on this fold).
+    must not be cached on disk, e.g. one trained on this fold); ``decoded`` caches the
+    decoded, resized pixels (see :func:`medfuse.extraction.encode_images`).
     """
+    from medfuse.extraction import encode_images
+
     digests = [file_digest(p) for p in paths]
     found: dict[str, np.ndarray] = {}
     todo: list[tuple[str, str]] = []  # (path, digest) of images not cached anywhere
@@ -270,21 +263,8 @@ def extract_image_features(
             found[d] = v
     todo = list({d: (p, d) for p, d in todo}.values())  # duplicates within the batch
     if todo:
-        encoder.eval()
-        loader = torch.utils.data.DataLoader(
-            _ImageFiles([p for p, _ in todo], transform), batch_size=batch_size
-        )
-        batches: Any = loader
-        if progress:
-            from rich.progress import track
-
-            batches = track(loader, description=f"extracting features ({len(todo)} images)",
-                            total=len(loader), transient=True)
-        outs = []
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            for x in batches:
-                outs.append(encoder(x).float().numpy())
-        feats = np.concatenate(outs)
+        feats = encode_images(encoder, transform, [p for p, _ in todo], batch_size=batch_size,
+                              bf16=bf16, decoded=decoded, progress=progress)
         for (_, d), v in zip(todo, feats, strict=True):
             found[d] = v
             if memo is not None:
@@ -296,12 +276,9 @@ def extract_image_features(
 
 def bf16_supported() -> bool:
     """True when this CPU runs bf16 matmuls natively (AVX512-BF16 / AMX)."""
-    try:
-        return torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX") and (
-            torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        )
-    except (AttributeError, RuntimeError):
-        return False
+    from medfuse.perf import native_bf16
+
+    return native_bf16()
 
 
 # ----------------------------------------------------------------------------- tabular / text
@@ -568,7 +545,7 @@ class HybridClassifier(DecisionMixin):
             self._fit_text(train)
         y = self.pre_.encode_target(train[spec.target]).numpy()
         require_two_classes(y, len(self.classes_))
-        return self._transform(train), y
+        return self._transform(train, fitting=True), y
 
     def fit_head(self, X: Features, y: np.ndarray, head: str | None = None,
                  head_params: dict[str, Any] | None = None) -> HybridClassifier:
@@ -689,7 +666,20 @@ class HybridClassifier(DecisionMixin):
             self._cache_obj = FeatureCache(self.cache_dir or default_cache_dir(), key)
         return self._cache_obj
 
-    def _transform(self, df: pd.DataFrame) -> Features:
+    def _decoded_images(self) -> DecodedImages | None:
+        """The on-disk cache of decoded, resized training images (with ``cache``; see
+        :func:`medfuse.data.decoded.training_cache`). Rows sent for prediction only get
+        their feature vectors cached."""
+        from medfuse.data.decoded import training_cache
+
+        if not self.cache or self.image_encoder_ is None:
+            return None
+        obj: DecodedImages | None = getattr(self, "_decoded_obj", None)
+        if obj is None or obj.transform != self.pre_.image:
+            obj = self._decoded_obj = training_cache(self.pre_.image)
+        return obj
+
+    def _transform(self, df: pd.DataFrame, fitting: bool = False) -> Features:
         spec, parts = self.spec, []
         if self.extractor_model_ is not None:
             parts.append(self._deep_features(df))
@@ -699,6 +689,7 @@ class HybridClassifier(DecisionMixin):
                 self.image_encoder_, self.pre_.image, df[spec.image].astype(str).tolist(),
                 cache=self._image_cache(), batch_size=self.batch_size,
                 bf16=self._bf16(), progress=self.progress, memo=self._memo,
+                decoded=self._decoded_images() if fitting else None,
             ))
         if self.pre_.tabular_ is not None:
             codes, values = self.pre_.tabular_.transform(df)
