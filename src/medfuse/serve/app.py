@@ -246,6 +246,8 @@ async def _parse(request: Request, body: bytes) -> Inputs:
             data = json.loads(body or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError([_problem("body", f"invalid JSON: {e}")]) from e
+        except RecursionError as e:  # [[[[...]]]] deeper than the parser's stack
+            raise InputError([_problem("body", "invalid JSON: nested too deeply")]) from e
         if not isinstance(data, dict):
             raise InputError([_problem("body", "the JSON body must be an object with "
                                        "'image_base64', 'tabular' and 'text'")])
@@ -255,6 +257,8 @@ async def _parse(request: Request, body: bytes) -> Inputs:
             raise InputError([_problem("tabular", "'tabular' must be an object "
                                        "{column: value}")])
         inputs.tabular = dict(tab)
+        for name, value in [("text", inputs.text), *inputs.tabular.items()]:
+            _check_unicode(str(name), value)
         if data.get("image_base64"):
             raw = str(data["image_base64"])
             if raw.startswith("data:") and "," in raw:
@@ -285,6 +289,16 @@ async def _parse(request: Request, body: bytes) -> Inputs:
         return inputs
     raise InputError([_problem("content-type", f"unsupported content type {ctype!r}: send "
                                "multipart/form-data or application/json")], 415)
+
+
+def _check_unicode(name: str, value: Any) -> None:
+    """422 for strings that are not valid Unicode (JSON ``"\\udcff"``: a lone surrogate)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InputError([_problem(name, f"field '{name}' is not valid Unicode text "
+                                       f"({e.reason} at position {e.start})")]) from e
 
 
 def _check_pixels(path: Path, max_pixels: int) -> None:
@@ -544,6 +558,10 @@ def create_app(run: Path, token: str | None = None, audit_db: Path | None = None
                 proba = model.predict_proba(df)
             except DataError as e:
                 raise InputError([_problem("body", str(e))]) from e
+            if not np.isfinite(proba).all():  # JSON has no NaN: say why instead of a 500
+                raise InputError([_problem("body", "the model cannot score these values (its "
+                                           "probabilities are not finite); check the "
+                                           "inputs' ranges")])
             classes = [str(c) for c in model.clf.classes_]
             decision = str(model.clf.decide(proba)[0])
             pos = model.positive_index()
