@@ -15,12 +15,17 @@ from medfuse.config import (
 from medfuse.errors import ConfigError
 
 
-@pytest.mark.parametrize("name", ["iu_xray", "br35h", "synth_derm", "siim_isic"])
+@pytest.mark.parametrize("name", ["iu_xray", "br35h", "synth_derm", "isic2020"])
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(name)
     assert isinstance(cfg, RunConfig)
     assert cfg.name == name
     assert cfg.data.modalities
+
+
+def test_config_alias() -> None:
+    assert load_config("siim_isic") == load_config("isic2020")
+    assert load_config("siim-isic").data.image_template == "jpeg/train/{}.jpg"
 
 
 def test_dash_name_and_path(tmp_path: Path) -> None:

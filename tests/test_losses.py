@@ -57,3 +57,13 @@ def test_balanced_sampler_draws_classes_equally_and_follows_seed_and_epoch() -> 
     other = EpochSampler(len(targets), seed=4, weights=balanced_weights(targets))
     other.set_epoch(7)
     assert list(other) != epochs[7]
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 7])
+def test_one_cycle_schedule_survives_very_short_runs(steps: int) -> None:
+    module = FusionModule(nn.Linear(2, 2), torch.ones(2), scheduler="onecycle", warmup=0.05)
+    module.trainer = type("T", (), {"estimated_stepping_batches": steps})()  # type: ignore[assignment]
+    conf = module.configure_optimizers()
+    for _ in range(steps):
+        conf["optimizer"].step()
+        conf["lr_scheduler"]["scheduler"].step()

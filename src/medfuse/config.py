@@ -30,6 +30,7 @@ from pydantic import (
 from medfuse.errors import ConfigError, did_you_mean, format_options
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_ALIASES = {"siim_isic": "isic2020"}  # other names of shipped configs
 
 ColumnType = Literal["continuous", "categorical"]
 Modality = Literal["image", "tabular", "text"]
@@ -371,6 +372,7 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     if path.is_file():
         return path
     stem = str(name_or_path).removesuffix(".yaml").replace("-", "_")
+    stem = CONFIG_ALIASES.get(stem, stem)
     candidate = CONFIG_DIR / f"{stem}.yaml"
     if candidate.is_file():
         return candidate

@@ -166,9 +166,12 @@ class FusionModule(LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         step_sched: torch.optim.lr_scheduler.LRScheduler
         if self.scheduler == "onecycle":
+            # each of its two phases needs a step or more: 3 steps at least (a schedule longer
+            # than the run is harmless; a shorter one raises)
+            cycle = max(3, total)
             step_sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=[g["lr"] for g in groups], total_steps=total,
-                pct_start=max(self.warmup, 1.0 / total),
+                opt, max_lr=[g["lr"] for g in groups], total_steps=cycle,
+                pct_start=min(0.5, max(self.warmup, 1.5 / cycle)),
             )
         else:
             step_sched = torch.optim.lr_scheduler.LambdaLR(
