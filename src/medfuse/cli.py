@@ -39,8 +39,12 @@ SetOption = Annotated[
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    from medfuse.distributed import is_primary
+
+    level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        # the other processes of a DDP run repeat the first one's messages: warnings only
+        level=level if is_primary() else max(level, logging.WARNING),
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
     )
@@ -140,6 +144,8 @@ def train(
     from medfuse.runs import train_run
 
     metrics = train_run(load_config(config, set_ or []), out, resume=resume)
+    if not metrics:  # another process of a DDP run: the first one reports
+        return
     console.print(f"test: {_headline(metrics)}")
     console.print(f"run directory: [bold]{out}[/]; report: [bold]{out / 'report.html'}[/]")
 
@@ -160,6 +166,8 @@ def cv(
 
     names = [h.strip() for h in heads.split(",") if h.strip()] if heads else None
     summary = cv_run(load_config(config, set_ or []), folds, out, heads=names)
+    if not summary:  # another process of a DDP run: the first one reports
+        return
     table = Table(title=f"{folds}-fold cross-validation")
     for col in ("metric", "mean", "std", *[f"fold {i}" for i in range(folds)]):
         table.add_column(col)

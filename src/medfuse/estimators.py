@@ -34,6 +34,7 @@ from medfuse.data.preprocess import ImageTransform, Preprocessor
 from medfuse.data.splits import carve, group_labels
 from medfuse.data.validation import validate_table
 from medfuse.decision import DecisionMixin
+from medfuse.distributed import is_primary
 from medfuse.errors import ConfigError, NotFittedError, check_option
 from medfuse.fusion import FUSIONS, FusionModel
 from medfuse.io import (
@@ -400,11 +401,13 @@ class FusionClassifier(DecisionMixin):
                               drop_last=len(train_ds) > self.batch_size,
                               generator=torch.Generator().manual_seed(self.seed), **loader_kw)
         valid_dl = DataLoader(MultimodalDataset(valid, pre, decoded=decoded), **loader_kw)
-        earlier = _logged_epochs(run_dir, last) if resume else None
+        earlier = _logged_epochs(run_dir, last) if resume and is_primary() else None
         t0 = time.perf_counter()
         trainer.fit(module, train_dl, valid_dl, ckpt_path=str(last) if resume else None)
         self.train_seconds_ = time.perf_counter() - t0
-        if earlier is not None:
+        # under DDP every process trains; only the first one writes files (run directory)
+        self.is_primary_ = bool(trainer.is_global_zero)
+        if earlier is not None and self.is_primary_:
             _prepend_log_rows(run_dir, earlier)
         if checkpoint.best_model_path:
             state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)

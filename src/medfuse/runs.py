@@ -155,6 +155,8 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]
     clf = estimator_from_config(cfg)
     valid = df.iloc[split.valid]
     clf.fit(df.iloc[split.train], valid, run_dir=out, resume=resume)
+    if not getattr(clf, "is_primary_", True):
+        return {}  # another DDP process: the first one evaluates and writes the run directory
     ev = cfg.evaluation
     clf.calibrate(valid, temperature=ev.calibrate, threshold=ev.threshold,
                   value=ev.threshold_value)
@@ -232,6 +234,8 @@ def cv_run(cfg: RunConfig, folds: int, out: Path,
                 oof.append(preds.assign(fold=i, row=test_idx))
             log.info("fold %d %s: accuracy %.4f, roc_auc %s", i, name, metrics["accuracy"],
                      metrics["roc_auc"])
+    if not getattr(clf, "is_primary_", True):
+        return {}  # another DDP process: the first one writes the results
     summaries = {name: summarize_folds(rows) for name, rows in per_head.items()}
     summary = dict(next(iter(summaries.values())))
     summary.update(peak_rss_mb=round(peak_rss_mb(), 1), data=validation.to_dict(),

@@ -119,9 +119,7 @@ class FusionModule(LightningModule):
         target_t = torch.cat([t for _, t in self._val])
         self._val.clear()
         if distributed:  # the validation rows are spread over the processes (padded equally)
-            gathered = [self.all_gather(t) for t in (proba_t, target_t)]
-            proba_t, target_t = (t.flatten(0, 1).cpu() for t in gathered
-                                 if isinstance(t, torch.Tensor))
+            proba_t, target_t = (_gather(t) for t in (proba_t, target_t))
         proba, target = proba_t.numpy(), target_t.numpy()
         m = classification_metrics(target, proba)
         # the same values in every process (gathered): sync_dist only quiets Lightning's warning
@@ -178,6 +176,17 @@ class FusionModule(LightningModule):
                 opt, partial(warmup_cosine, warmup=int(self.warmup * total), total=total)
             )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": step_sched, "interval": "step"}}
+
+
+def _gather(t: torch.Tensor) -> torch.Tensor:
+    """``t`` of every DDP process (same shape in each), concatenated along dim 0."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
 
 
 def epoch_seed(seed: int, *keys: int) -> int:
