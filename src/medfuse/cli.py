@@ -1,7 +1,8 @@
 """The ``medfuse`` command line (typer + rich). It calls the public API only.
 
-Errors medfuse raises on purpose (:class:`~medfuse.errors.MedfuseError`) are
-printed as one clear message and exit with status 2, without a stack trace.
+Errors medfuse raises on purpose (:class:`~medfuse.errors.MedfuseError`), and
+operating-system errors on the files a user names (:class:`OSError`), are printed
+as one clear message and exit with status 2, without a stack trace.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="override a config key, e.g. --set train.max_epochs=3"),
 ]
+OutsideOption = Annotated[bool, typer.Option(
+    "--allow-outside-paths",
+    help="accept image paths outside the table's folder (absolute paths elsewhere, '..'); "
+    "refused by default")]
 
 
 @app.callback()
@@ -234,6 +239,7 @@ def explain(
     rows: Annotated[int, typer.Option(help="explain the first N rows")] = 4,
     threshold: Annotated[float, typer.Option(
         help="percentile (0-1) of image attribution kept for the regions")] = 0.9,
+    allow_outside_paths: OutsideOption = False,
 ) -> None:
     """Explain predictions: image regions, words, tabular features, modality shares."""
     from medfuse.data import load_table
@@ -242,8 +248,11 @@ def explain(
     from medfuse.runs import load_model
 
     clf = load_model(run)
-    df, _ = load_table(data, prediction_spec(clf.spec), check_images="exists",
-                       require_target=False, training=False)
+    spec = prediction_spec(clf.spec)
+    if allow_outside_paths:
+        spec = spec.model_copy(update={"allow_outside_paths": True})
+    df, _ = load_table(data, spec, check_images="exists", require_target=False,
+                       training=False)
     n = min(rows, len(df))
     result = explain_rows(clf, df, rows=list(range(n)), out_dir=out, threshold=threshold)
     for r in result:
@@ -311,11 +320,12 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="run directory of a trained model")],
     data: Annotated[Path, typer.Option("--data", help="labelled CSV / Parquet table")],
     out: Annotated[Path | None, typer.Option(help="output folder (default RUN/evaluation)")] = None,
+    allow_outside_paths: OutsideOption = False,
 ) -> None:
     """Evaluate a saved model on a labelled table."""
     from medfuse.runs import evaluate_run
 
-    metrics = evaluate_run(run, data, out)
+    metrics = evaluate_run(run, data, out, allow_outside_paths=allow_outside_paths)
     console.print(_headline(metrics))
     console.print(f"written: [bold]{(out or run / 'evaluation') / 'metrics.json'}[/]")
 
@@ -325,11 +335,12 @@ def predict(
     run: Annotated[Path, typer.Argument(help="run directory of a trained model")],
     data: Annotated[Path, typer.Option("--data", help="CSV / Parquet table (labels optional)")],
     out: Annotated[Path, typer.Option("--out", help="predictions CSV to write")],
+    allow_outside_paths: OutsideOption = False,
 ) -> None:
     """Predict every row of a table."""
     from medfuse.runs import predict_run
 
-    preds = predict_run(run, data, out)
+    preds = predict_run(run, data, out, allow_outside_paths=allow_outside_paths)
     console.print(f"wrote {len(preds)} predictions to [bold]{out}[/]")
 
 
@@ -357,7 +368,7 @@ def main() -> None:
     except MedfuseError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
-    except FileNotFoundError as exc:
+    except OSError as exc:  # a file the user named: missing, a folder, not readable, disk full
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
 

@@ -76,7 +76,8 @@ class DataSpec(_Spec):
 
     Any modality may be absent. ``table`` is a CSV or Parquet file; ``dataset``
     names a built-in dataset instead (see ``medfuse datasets``). Image paths
-    are relative to the table's folder (absolute paths are used as is).
+    are relative to the table's folder; a path that leaves it (an absolute path
+    elsewhere, or ``..`` climbing out of it) is refused unless ``allow_outside_paths``.
     """
 
     dataset: str | None = None
@@ -88,6 +89,11 @@ class DataSpec(_Spec):
     image_template: str | None = Field(
         None, description="path of an image from the image column's value, '{}' standing "
         "for the value, e.g. 'jpeg/train/{}.jpg' for a column of image names"
+    )
+    allow_outside_paths: bool = Field(
+        False, description="accept image paths outside the table's folder (absolute paths "
+        "elsewhere, '..' climbing out of it); refused by default so a table cannot make "
+        "medfuse read arbitrary files"
     )
     hair_removal: bool = Field(
         False, description="remove hair / thin dark artefacts from every image before it "
@@ -377,6 +383,15 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     if candidate.is_file():
         return candidate
     names = available_configs()
+    if path.is_dir():
+        raise ConfigError(f"config '{path}' is a folder; give the path of a YAML file "
+                          "(or the name of a built-in config)")
+    if path.suffix.lower() in (".yaml", ".yml") or len(path.parts) > 1:  # meant as a path
+        raise ConfigError(
+            f"config file '{path}' does not exist (relative paths are read from the current "
+            f"directory, '{Path.cwd()}'); check the path, or give a built-in config name: "
+            f"{format_options(names)}"
+        )
     raise ConfigError(
         f"config '{name_or_path}' is neither a file nor a built-in config name. "
         f"Built-in configs: {format_options(names)}.{did_you_mean(stem, names)}"
@@ -428,9 +443,17 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
     """Load a YAML config by name (from ``configs/``) or path, applying ``--set`` overrides."""
     path = resolve_config_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config '{path}' is not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config '{path}' is not UTF-8 text (byte {exc.start}: "
+            f"{exc.object[exc.start:exc.start + 1]!r}); is it really a YAML file? Re-save "
+            "it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config '{path}' cannot be read: {exc.strerror or exc}") from None
     cfg = parse_config(raw, source=f"'{path}'", overrides=overrides)
     if cfg.name is None:
         cfg.name = path.stem
@@ -491,12 +514,13 @@ def _describe(err: Any) -> str:
     given = err.get("input")
     if kind == "extra_forbidden":
         valid = _field_names_at(loc[:-1])
-        return (
-            f"unknown key '{key}'. Valid keys here: {format_options(valid)}."
-            f"{did_you_mean(loc[-1], valid)}"
-        )
+        hint = did_you_mean(loc[-1], valid) or _key_elsewhere(str(loc[-1]))
+        return f"unknown key '{key}'. Valid keys here: {format_options(valid)}.{hint}"
     if kind == "missing":
         return f"missing required key '{key}'"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return (f"'{key}' must be a mapping of 'key: value' entries (indented lines or "
+                f"{{key: value}}). Got {given!r}.")
     options = _literal_options(loc)
     if options:
         return (
@@ -509,3 +533,17 @@ def _describe(err: Any) -> str:
     if kind == "value_error":
         return f"'{key}': {msg}"
     return f"'{key}': {msg}. Got {given!r}."
+
+
+def _key_elsewhere(name: str, model: type[BaseModel] = RunConfig, prefix: str = "") -> str:
+    """`` Did you mean 'evaluation.calibrate'?`` for a key that belongs to another section."""
+    for field_name, info in model.model_fields.items():
+        path = f"{prefix}{field_name}"
+        if field_name == name and prefix:
+            return f" Did you mean '{path}'?"
+        for member in _unwrap(info.annotation):
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                found = _key_elsewhere(name, member, f"{path}.")
+                if found:
+                    return found
+    return ""

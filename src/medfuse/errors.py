@@ -27,13 +27,16 @@ class DataError(MedfuseError, ValueError):
 class ImageDecodeError(DataError):
     """An image file exists but cannot be decoded."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    default_hint = (
+        "Supported formats: PNG, JPEG, TIFF, BMP and DICOM (.dcm); re-export the file or "
+        "fix its path."
+    )
+
+    def __init__(self, path: str, reason: str, hint: str | None = None) -> None:
         self.path = path
         self.reason = reason
-        super().__init__(
-            f"cannot decode image '{path}': {reason}. Supported formats: PNG, JPEG, "
-            "TIFF, BMP and DICOM (.dcm); re-export the file or fix its path."
-        )
+        self.hint = self.default_hint if hint is None else hint
+        super().__init__(f"cannot decode image '{path}': {reason}. {self.hint}")
 
 
 class DatasetNotAvailableError(MedfuseError, RuntimeError):

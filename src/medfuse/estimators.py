@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Mapping
@@ -225,6 +226,14 @@ class FusionClassifier(DecisionMixin):
             raise ConfigError(
                 f"The 'dropout' parameter of {owner} must be in [0, 1). Got {self.dropout!r}."
             )
+        for name, strict in (("lr", True), ("encoder_lr", True), ("weight_decay", False)):
+            value = getattr(self, name)
+            if value is None and name == "encoder_lr":
+                continue
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (number and math.isfinite(value) and (value > 0 if strict else value >= 0)):
+                raise ConfigError(f"The '{name}' parameter of {owner} must be a finite number "
+                                  f"{'> 0' if strict else '>= 0'}. Got {value!r} instead.")
 
     # --------------------------------------------------------------- building
     def _image_encoder(self, pretrained: str) -> ImageEncoder:

@@ -148,8 +148,16 @@ def verify_manifest(run: Path, required: tuple[str, ...] = ()) -> dict[str, Any]
             f"'{path}' is missing, so the run's files cannot be checked; "
             "re-save the model (FusionClassifier.save) or retrain"
         )
-    manifest: dict[str, Any] = json.loads(path.read_text())
-    files: dict[str, str] = manifest.get("files", {})
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text())
+        files: dict[str, str] = manifest.get("files", {})
+        if not isinstance(files, dict):
+            raise ValueError("'files' is not a mapping")
+    except (ValueError, AttributeError) as exc:  # JSONDecodeError, not UTF-8, a list, ...
+        raise RunDirError(
+            f"'{path}' is not a valid manifest ({exc}), so the run's files cannot be "
+            "checked: it was altered or corrupted. Restore it or retrain."
+        ) from None
     missing = [f for f in (*required, *files) if not (run / f).is_file()]
     if missing:
         raise RunDirError(f"run directory '{run}' lacks {sorted(set(missing))}; retrain or restore")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medfuse.config import RunConfig
+from medfuse.config import DataSpec, RunConfig
 from medfuse.data import holdout_split, kfold_splits, load_data, load_table
 from medfuse.data.splits import carve, group_labels
 from medfuse.errors import ConfigError, check_option
@@ -286,10 +286,20 @@ def _cv_hybrid_fold(
     return results
 
 
-def evaluate_run(run: Path, table: Path, out: Path | None = None) -> dict[str, Any]:
-    """Evaluate a saved model on a labelled table; writes metrics.json + predictions.csv."""
+def _outside_ok(spec: DataSpec, allow: bool) -> DataSpec:
+    """``spec``, accepting image paths outside the table's folder if ``allow``."""
+    return spec.model_copy(update={"allow_outside_paths": True}) if allow else spec
+
+
+def evaluate_run(run: Path, table: Path, out: Path | None = None,
+                 allow_outside_paths: bool = False) -> dict[str, Any]:
+    """Evaluate a saved model on a labelled table; writes metrics.json + predictions.csv.
+
+    ``allow_outside_paths`` accepts image paths outside the table's folder.
+    """
     clf = load_model(run)
-    df, validation = load_table(table, clf.spec, check_images="exists", training=False)
+    df, validation = load_table(table, _outside_ok(clf.spec, allow_outside_paths),
+                                check_images="exists", training=False)
     metrics, preds = evaluate(clf, df, bootstrap=1000)
     metrics["data"] = validation.to_dict()
     target = out or run / "evaluation"
@@ -299,11 +309,15 @@ def evaluate_run(run: Path, table: Path, out: Path | None = None) -> dict[str, A
     return metrics
 
 
-def predict_run(run: Path, table: Path, out_csv: Path) -> pd.DataFrame:
-    """Predict every row of ``table`` (labels optional) into ``out_csv``."""
+def predict_run(run: Path, table: Path, out_csv: Path,
+                allow_outside_paths: bool = False) -> pd.DataFrame:
+    """Predict every row of ``table`` (labels optional) into ``out_csv``.
+
+    ``allow_outside_paths`` accepts image paths outside the table's folder.
+    """
     clf = load_model(run)
-    df, _ = load_table(table, prediction_spec(clf.spec), check_images="exists",
-                       require_target=False, training=False)
+    df, _ = load_table(table, _outside_ok(prediction_spec(clf.spec), allow_outside_paths),
+                       check_images="exists", require_target=False, training=False)
     preds = predictions_frame(clf, df, clf.predict_proba(df))
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     _write_csv(out_csv, preds)

@@ -14,6 +14,7 @@ Every image comes back as an 8-bit RGB :class:`PIL.Image.Image`; grayscale
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,12 @@ from PIL import Image, UnidentifiedImageError
 from medfuse.errors import ImageDecodeError
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
+BOMB_HINT = (
+    "If the image is genuine, downscale it (e.g. to 4096 px on its longest side). The limit "
+    "is Pillow's decompression-bomb guard: medfuse's config has no key for it; raise it in "
+    "Python with `PIL.Image.MAX_IMAGE_PIXELS = n` (images over 2 x n pixels are refused), "
+    "or with `medfuse serve --max-pixels N` when serving."
+)
 
 
 def is_dicom(path: str | os.PathLike[str]) -> bool:
@@ -67,6 +74,16 @@ def _dicom_to_uint8(path: Path) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
+def _bomb_reason(exc: Exception) -> str:
+    """'the image has N pixels, more than the limit of M' from Pillow's bomb error."""
+    numbers = re.findall(r"\((\d+) pixels\).*?limit of (\d+) pixels", str(exc))
+    if numbers:
+        size, limit = numbers[0]
+        return (f"the image has {size} pixels, more than the pixel limit of {limit} "
+                "(a possible decompression bomb)")
+    return f"the image exceeds the pixel limit (a possible decompression bomb): {exc}"
+
+
 def read_image(path: str | os.PathLike[str], draft: int | None = None) -> Image.Image:
     """Read any supported image file as 8-bit RGB.
 
@@ -88,6 +105,10 @@ def read_image(path: str | os.PathLike[str], draft: int | None = None) -> Image.
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"image file not found: '{p}'")
+    if p.stat().st_size == 0:
+        raise ImageDecodeError(str(p), "the file is empty (0 bytes)",
+                               "Copy or export the image again (an interrupted copy or "
+                               "download leaves empty files), or fix its path.")
     try:
         if is_dicom(p):
             arr = _dicom_to_uint8(p)
@@ -99,9 +120,25 @@ def read_image(path: str | os.PathLike[str], draft: int | None = None) -> Image.
             img.load()
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, AttributeError) as exc:
-        raise ImageDecodeError(str(p), f"{type(exc).__name__}: {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(str(p), _bomb_reason(exc), BOMB_HINT) from exc
+    except UnidentifiedImageError as exc:
+        with open(p, "rb") as fh:
+            head = fh.read(16)
+        raise ImageDecodeError(
+            str(p), f"the content is not a PNG, JPEG, TIFF, BMP or DICOM image (it starts "
+            f"with {head!r}: a text or HTML file, or another format with a wrong suffix?)"
+        ) from exc
+    except (OSError, ValueError, SyntaxError, AttributeError) as exc:
+        what = "the file is cut off before the end of its image data: " \
+            if "truncated" in str(exc) else ""
+        raise ImageDecodeError(str(p), f"{what}{type(exc).__name__}: {exc}") from exc
     except Exception as exc:  # pydicom raises a zoo of types on corrupt files
+        if type(exc).__name__ == "InvalidDicomError":
+            raise ImageDecodeError(
+                str(p), "not a valid DICOM file (the 128-byte preamble + 'DICM' header and "
+                "the file meta information are missing or corrupt)"
+            ) from exc
         raise ImageDecodeError(str(p), f"{type(exc).__name__}: {exc}") from exc
     if img.mode != "RGB":
         if img.mode in ("I;16", "I;16B", "I", "F"):

@@ -28,7 +28,7 @@ from medfuse.config import DataSpec
 from medfuse.data.tabular import TabularPreprocessor
 from medfuse.data.text import Vocabulary
 from medfuse.data.validation import labels_as_str
-from medfuse.errors import DataError, NotFittedError
+from medfuse.errors import DataError, NotFittedError, did_you_mean
 
 
 @dataclass
@@ -152,9 +152,13 @@ class Preprocessor:
         labels = labels_as_str(values)
         unknown = sorted(set(labels) - set(lookup))
         if unknown:
+            counts = labels.value_counts()
+            rows = ", ".join(f"{v!r}: {counts[v]} row(s)" for v in unknown[:5])
             raise DataError(
                 f"target column '{self.spec.target}' has label(s) {unknown} not seen in "
-                f"training; known classes: {self.classes_}"
+                f"training ({rows}); known classes: {self.classes_}."
+                f"{did_you_mean(unknown[0], self.classes_)} Fix or drop those rows, or use "
+                "`medfuse predict`, which needs no labels"
             )
         return torch.tensor([lookup[v] for v in labels], dtype=torch.long)
 

@@ -139,6 +139,9 @@ def group_labels(
 ) -> tuple[np.ndarray, SplitReport]:
     """One integer group per row merging patient groups and near-duplicate images.
 
+    Rows naming the same image file are always one group, even with
+    ``split.dedupe_images`` off.
+
     ``hashes`` may be passed to reuse image hashes computed earlier.
     """
     n = len(df)
@@ -151,14 +154,22 @@ def group_labels(
             else:
                 first[g] = i
     dup_groups = dup_images = 0
-    if spec.image and spec.split.dedupe_images:
-        if hashes is None:
-            hashes = image_hashes(df[spec.image].astype(str).tolist())
-        pairs = near_duplicate_pairs(hashes, spec.split.hash_distance)
+    if spec.image:
         dup_parent = np.arange(n)
-        for a, b in pairs:
-            _union(parent, int(a), int(b))
-            _union(dup_parent, int(a), int(b))
+        seen: dict[str, int] = {}  # the same file twice: always one group
+        for i, path in enumerate(df[spec.image].astype(str)):
+            key = os.path.normpath(path)
+            if key in seen:
+                _union(parent, seen[key], i)
+                _union(dup_parent, seen[key], i)
+            else:
+                seen[key] = i
+        if spec.split.dedupe_images:
+            if hashes is None:
+                hashes = image_hashes(df[spec.image].astype(str).tolist())
+            for a, b in near_duplicate_pairs(hashes, spec.split.hash_distance):
+                _union(parent, int(a), int(b))
+                _union(dup_parent, int(a), int(b))
         roots = np.array([_find(dup_parent, i) for i in range(n)])
         _, counts = np.unique(roots, return_counts=True)
         dup_groups = int((counts > 1).sum())

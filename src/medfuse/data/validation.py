@@ -5,6 +5,12 @@ line ``row + 2`` of a CSV with a header), the column and, for images, the
 image file. What happens to a problem row is set per kind of problem by
 ``DataSpec.policy`` (see :class:`~medfuse.config.DataPolicy`); dropped rows are
 counted in the returned :class:`ValidationReport`, never lost silently.
+
+Image paths of a table read from a file must stay inside the table's folder: an
+absolute path elsewhere or a ``..`` path climbing out of it is always an error
+(``outside_path``) unless ``DataSpec.allow_outside_paths``. Rows repeating an
+earlier row's image file are kept and counted (``duplicate_image_rows``); splits
+keep them together.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class ValidationReport:
     problems: list[DataProblem] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
     kept: dict[str, int] = field(default_factory=dict)
+    duplicate_image_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +55,7 @@ class ValidationReport:
             "rows_dropped": self.rows_in - self.rows_out,
             "dropped": dict(self.dropped),
             "kept_with_problems": dict(self.kept),
+            "duplicate_image_rows": self.duplicate_image_rows,
         }
 
     def summary(self) -> str:
@@ -56,6 +64,9 @@ class ValidationReport:
             parts.append("dropped: " + ", ".join(f"{k}={v}" for k, v in self.dropped.items()))
         if self.kept:
             parts.append("kept: " + ", ".join(f"{k}={v}" for k, v in self.kept.items()))
+        if self.duplicate_image_rows:
+            parts.append(f"rows repeating an earlier row's image: {self.duplicate_image_rows} "
+                         "(kept, split together)")
         return "; ".join(parts)
 
 
@@ -112,53 +123,87 @@ def _check_text(df: pd.DataFrame, col: str, table: str, out: list[DataProblem]) 
     df[col] = text
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """True if ``path`` is in ``folder``, comparing normalised absolute paths (``..``
+    resolved lexically, so a symbolic link placed inside the folder is accepted)."""
+    a, b = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(folder))
+    try:
+        return os.path.commonpath([a, b]) == b
+    except ValueError:  # different drives (Windows)
+        return False
+
+
 def _check_one_image(
-    value: object, root: Path, check: ImageCheck, template: str | None = None
-) -> tuple[str, str | None]:
-    """Return (resolved path, problem kind or None) for one cell of the image column.
+    value: object, root: Path, check: ImageCheck, template: str | None = None,
+    contain: Path | None = None,
+) -> tuple[str, str | None, str]:
+    """Return (resolved path, problem kind or None, detail) for one cell of the image column.
 
     With a ``template`` (e.g. ``jpeg/train/{}.jpg``), a value that is not an absolute path
     yet is put in it first, and the path is made absolute (validating again is a no-op).
+    With ``contain``, a path outside that folder is an ``outside_path`` problem and the
+    file is not even looked at.
     """
     if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
-        return "", "missing_image"
+        return "", "missing_image", ""
     p = Path(str(value).strip())
     if template is not None and not p.is_absolute():
         p = (root / template.format(str(value).strip())).absolute()
     path = p if p.is_absolute() else root / p
+    if contain is not None and not _inside(path, contain):
+        return str(path), "outside_path", str(value).strip()
     if check == "none":
-        return str(path), None
+        return str(path), None, ""
     if not path.is_file():
-        return str(path), "missing_image"
+        return str(path), "missing_image", ""
     if check == "decode":
         try:
             read_image(path, draft=64)
-        except ImageDecodeError:
-            return str(path), "bad_image"
-    return str(path), None
+        except ImageDecodeError as exc:  # the reason, and any specific advice (bombs, ...)
+            advice = "" if exc.hint == ImageDecodeError.default_hint else f". {exc.hint}"
+            return str(path), "bad_image", f"{exc.reason}{advice}"
+    return str(path), None, ""
 
 
 def _check_images(
     df: pd.DataFrame, col: str, root: Path, table: str, check: ImageCheck, out: list[DataProblem],
-    template: str | None = None,
-) -> None:
+    template: str | None = None, contain: Path | None = None,
+) -> int:
+    """Check the image column; return how many rows repeat an earlier row's image file."""
     values = df[col].tolist()
     if check == "decode":  # I/O + decoding: worth a thread pool
         workers = min(8, (os.cpu_count() or 1) * 2)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda v: _check_one_image(v, root, check, template),
-                                    values))
+            results = list(pool.map(
+                lambda v: _check_one_image(v, root, check, template, contain), values))
     else:  # a stat per file: threads would only add overhead
-        results = [_check_one_image(v, root, check, template) for v in values]
-    for i, (path, kind) in enumerate(results):
+        results = [_check_one_image(v, root, check, template, contain) for v in values]
+    for i, (path, kind, detail) in enumerate(results):
         if kind == "missing_image":
             what = f"image file '{path}' does not exist" if path else "image path is empty"
             out.append(DataProblem(kind, what, i, col, path or table))
         elif kind == "bad_image":
-            out.append(
-                DataProblem(kind, f"image file '{path}' cannot be decoded", i, col, path)
-            )
+            out.append(DataProblem(kind, f"image file '{path}' cannot be decoded: {detail}",
+                                   i, col, path))
+        elif kind == "outside_path":
+            out.append(DataProblem(
+                kind, f"image path {detail!r} leads outside the data folder '{contain}' "
+                "(an absolute path elsewhere, or '..' climbing out of it); refused so a "
+                "table cannot make medfuse read arbitrary files", i, col, table))
     df[col] = [r[0] for r in results]
+    seen: dict[str, int] = {}
+    repeats: list[tuple[int, int]] = []
+    for i, (path, _, _) in enumerate(results):
+        key = os.path.normpath(path) if path else ""
+        if key and key in seen:
+            repeats.append((i, seen[key]))
+        seen.setdefault(key, i)
+    if repeats:
+        i, j = repeats[0]
+        log.info("%d row(s) of '%s' repeat an earlier row's image file (e.g. row %d = row "
+                    "%d); they are kept, and splits always keep them together", len(repeats),
+                    table, i, j)
+    return len(repeats)
 
 
 def validate_table(
@@ -215,8 +260,10 @@ def validate_table(
     if spec.text:
         _check_text(clean, spec.text, table, problems)
     if spec.image:
-        _check_images(clean, spec.image, Path(root or "."), table, check_images, problems,
-                      spec.image_template)
+        contain = Path(root) if root is not None and not spec.allow_outside_paths else None
+        report.duplicate_image_rows = _check_images(
+            clean, spec.image, Path(root or "."), table, check_images, problems,
+            spec.image_template, contain)
     if spec.group:
         groups = as_category_strings(clean[spec.group])
         n_missing = int(groups.isna().sum())
@@ -225,15 +272,19 @@ def validate_table(
             groups[groups.isna()] = [f"<row {i}>" for i in np.flatnonzero(groups.isna())]
         clean[spec.group] = groups
 
-    policy = spec.policy.model_dump()
+    policy = {**spec.policy.model_dump(), "outside_path": "error"}  # never dropped silently
     errors = [p for p in problems if policy[p.kind] == "error"]
     if errors:
-        kinds = sorted({p.kind for p in errors})
+        kinds = sorted({p.kind for p in errors} - {"outside_path"})
         options = {k: [o for o in ("drop", "keep") if _allowed(k, o)] for k in kinds}
-        fixes = "; ".join(f"data.policy.{k}={'|'.join(v)}" for k, v in options.items())
-        example = fixes.split(";")[0]
+        fixes = [f"data.policy.{k}={'|'.join(v)}" for k, v in options.items()]
+        if any(p.kind == "outside_path" for p in errors):
+            fixes.insert(0, "data.allow_outside_paths=true (only for a table you trust; "
+                         "predict / evaluate / explain: --allow-outside-paths)")
+        example = fixes[0].split(" ")[0]
         raise DataValidationError(
-            table, errors, hint=f"Fix the rows above, or set {fixes} (e.g. --set {example})"
+            table, errors,
+            hint=f"Fix the rows above, or set {'; '.join(fixes)} (e.g. --set {example})",
         )
     drop_rows: set[int] = set()
     for p in problems:
@@ -290,19 +341,23 @@ def _allowed(kind: str, option: str) -> bool:
 
 
 def _check_classes(df: pd.DataFrame, spec: DataSpec, table: str) -> None:
-    classes = sorted(df[spec.target].astype(str).unique())
+    counts = df[spec.target].astype(str).value_counts().sort_index()
+    classes = list(counts.index)
     if len(classes) < 2:
+        rows = ", ".join(f"{k!r}: {v} row(s)" for k, v in counts.items()) or "no rows"
         raise DataValidationError(
             table,
             [
                 DataProblem(
                     "single_class",
-                    f"target has {len(classes)} class(es) {classes} after validation; "
-                    "a classifier needs two or more",
+                    f"target has {len(classes)} class(es) {classes} after validation "
+                    f"({rows} of {len(df)}); a classifier needs two or more",
                     column=spec.target,
                     file=table,
                 )
             ],
+            hint=f"Add rows of another class, check that data.target='{spec.target}' is "
+            "the label column, or check the rows dropped by data.policy (see the log).",
         )
     if spec.positive is not None and spec.positive not in classes:
         raise DataValidationError(

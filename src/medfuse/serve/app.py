@@ -227,14 +227,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise InputError([_problem("body", f"request body of {int(declared)} bytes exceeds "
-                                   f"the {limit} byte limit (max_upload_mb)")], 413)
+                                   f"the {limit} byte limit; send a smaller image, or start "
+                                   "the server with a larger --max-upload-mb")], 413)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise InputError([_problem("body", f"request body exceeds the {limit} byte "
-                                       "limit (max_upload_mb)")], 413)
+                                       "limit; send a smaller image, or start the server "
+                                       "with a larger --max-upload-mb")], 413)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -323,8 +325,9 @@ def _check_pixels(path: Path, max_pixels: int) -> None:
             with Image.open(path) as img:
                 size = img.size[0] * img.size[1]
         except Image.DecompressionBombError as e:
-            raise InputError([_problem("image", f"image rejected as a decompression bomb: {e}")]
-                             ) from e
+            raise InputError([_problem("image", f"image rejected as a decompression bomb: {e} "
+                                       "Downscale it, or start the server with a larger "
+                                       "--max-pixels")]) from e
         except Exception as e:
             reason = str(e).replace(str(path), "the upload")
             raise InputError([_problem("image", "cannot decode the image (supported: PNG, "
@@ -332,7 +335,8 @@ def _check_pixels(path: Path, max_pixels: int) -> None:
     if size > max_pixels:
         raise InputError([_problem("image", f"image has {size} pixels, more than the "
                                    f"{max_pixels} allowed: rejected as a possible "
-                                   "decompression bomb")])
+                                   "decompression bomb. Downscale it, or start the server "
+                                   "with a larger --max-pixels")])
 
 
 def _validate(model: ServedModel, inputs: Inputs, image_path: Path | None,
@@ -349,6 +353,9 @@ def _validate(model: ServedModel, inputs: Inputs, image_path: Path | None,
         if inputs.image is None or image_path is None:
             problems.append(_problem("image", "field 'image' is required: upload a PNG, "
                                      "JPEG or DICOM file (or send image_base64)"))
+        elif not inputs.image:
+            problems.append(_problem("image", "the uploaded image is empty (0 bytes): "
+                                     "choose the file again"))
         else:
             try:
                 _check_pixels(image_path, max_pixels)
