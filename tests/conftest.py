@@ -12,6 +12,26 @@ from PIL import Image
 from medfuse.config import DataSpec
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Every cache the tests fill (features, decoded images, pHashes, ONNX exports,
+    generated datasets) goes to a temporary ``MEDFUSE_HOME``, not the user's
+    ``~/.cache/medfuse``; ``MEDFUSE_TEST_HOME`` names a folder to keep between runs."""
+    import os
+    import tempfile
+
+    home = os.environ.get("MEDFUSE_TEST_HOME") or tempfile.mkdtemp(prefix="medfuse-test-home-")
+    config._medfuse_tmp_home = None if os.environ.get("MEDFUSE_TEST_HOME") else home  # type: ignore[attr-defined]
+    os.environ["MEDFUSE_HOME"] = home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    home = getattr(config, "_medfuse_tmp_home", None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2") -> Path:
     """A minimal valid DICOM file holding a 16-bit grayscale image."""
     from pydicom.dataset import FileDataset, FileMetaDataset

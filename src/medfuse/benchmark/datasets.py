@@ -1,0 +1,146 @@
+"""Accuracy, AUC, wall time and peak memory per model on the built-in datasets.
+
+Every model of a dataset is fitted on the same duplicate- / patient-grouped holdout
+split (``holdout_split``, seed 0) and scored on the same test rows, each in its own
+process (wall seconds include start-up and imports; peak RSS is that process's):
+
+* ``iu_xray``: medfuse fused (``configs/iu_xray.yaml``), medfuse hybrid
+  (``configs/iu_xray_hybrid.yaml``) and the usual peer baseline, TF-IDF (word 1-2
+  grams) + logistic regression from scikit-learn on the report text;
+* ``br35h``: medfuse hybrid (``configs/br35h_hybrid.yaml``, from a cold cache) on the
+  rows of the training section (fine-tuned medfuse vs the plain PyTorch loop);
+* ``synth_derm``: the fused model against each single modality (image / tabular / text).
+
+Accuracy is at the 0.5 threshold of the uncalibrated probabilities.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from medfuse.benchmark._runner import Context, run_job
+from medfuse.benchmark.training import plan, subsample
+
+MODALITY_DROP: dict[str, dict[str, Any]] = {
+    "image": {"tabular": {}, "text": None},
+    "tabular": {"image": None, "text": None},
+    "text": {"image": None, "tabular": {}},
+    "fused": {},
+}
+
+
+def _split(config: str, overrides: list[str], n_rows: int | None) -> tuple[Any, ...]:
+    from medfuse.config import load_config
+    from medfuse.data import holdout_split, load_data
+
+    cfg = load_config(config, overrides)
+    df, _ = load_data(cfg.data)
+    df = subsample(df, n_rows)
+    split = holdout_split(df, cfg.data, seed=cfg.train.seed)
+    return cfg, df.iloc[split.train], df.iloc[split.valid], df.iloc[split.test]
+
+
+def fit_eval(config: str, overrides: list[str] | None = None, n_rows: int | None = None,
+             modality: str | None = None, split_config: str | None = None,
+             save: str | None = None) -> dict[str, Any]:
+    """The job: fit a medfuse config on the holdout split, score the test rows.
+
+    ``modality`` keeps one modality (``image`` / ``tabular`` / ``text``) of the spec;
+    ``split_config`` takes the rows from another config with the same data (e.g. the
+    hybrid Br35H model on the rows of the fine-tuned one); ``save`` writes the model.
+    """
+    from medfuse.evaluation.metrics import classification_metrics
+    from medfuse.runs import estimator_from_config
+
+    cfg, train, valid, test = _split(split_config or config, overrides or [], n_rows)
+    if split_config:
+        from medfuse.config import load_config
+
+        cfg = load_config(config, overrides or [])
+    if modality is not None:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=MODALITY_DROP[modality])})
+    clf = estimator_from_config(cfg)
+    clf.progress = False
+    t0 = time.perf_counter()
+    clf.fit(train, valid)
+    fit_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    proba = clf.predict_proba(test)
+    predict_seconds = time.perf_counter() - t0
+    y = clf.pre_.encode_target(test[cfg.data.target]).numpy()
+    m = classification_metrics(y, proba)
+    if save:
+        clf.save(save)
+    return {"train_rows": len(train), "valid_rows": len(valid), "test_rows": len(test),
+            "accuracy": round(m["accuracy"], 4), "roc_auc": _r(m["roc_auc"]),
+            "fit_seconds": round(fit_seconds, 1), "predict_seconds": round(predict_seconds, 2),
+            "epochs": getattr(clf, "epochs_", None)}
+
+
+def tfidf_lr(n_rows: int | None = None, C: float = 4.0) -> dict[str, Any]:  # noqa: N803
+    """The job: TF-IDF (word 1-2 grams) + logistic regression on IU X-ray reports."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from medfuse.evaluation.metrics import classification_metrics
+
+    cfg, train, valid, test = _split("iu_xray", [], n_rows)
+    fit_rows = pd.concat([train, valid])  # no early stopping: validation rows train too
+    text = cfg.data.text
+    y = (fit_rows[cfg.data.target].astype(str) == cfg.data.positive).to_numpy().astype(int)
+    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                          LogisticRegression(C=C, max_iter=3000))
+    t0 = time.perf_counter()
+    model.fit(fit_rows[text].fillna("").astype(str), y)
+    fit_seconds = time.perf_counter() - t0
+    proba = model.predict_proba(test[text].fillna("").astype(str))
+    y_test = (test[cfg.data.target].astype(str) == cfg.data.positive).to_numpy().astype(int)
+    m = classification_metrics(np.asarray(y_test), proba)
+    return {"train_rows": len(fit_rows), "test_rows": len(test),
+            "accuracy": round(m["accuracy"], 4), "roc_auc": _r(m["roc_auc"]),
+            "fit_seconds": round(fit_seconds, 2), "C": C}
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def section(ctx: Context) -> dict[str, Any]:
+    quick = ctx.quick
+    work = ctx.work("datasets")
+    env = {"MEDFUSE_IMAGE_CACHE": str(work / "decoded")}  # every job starts from cold caches
+    out: dict[str, Any] = {}
+    iu_rows = 300 if quick else None
+    iu_over = ["train.max_epochs=1"] if quick else []
+    out["iu_xray"] = {
+        "rows": iu_rows or "all",
+        "tfidf_lr": run_job(ctx, "iu_xray-tfidf_lr", "datasets:tfidf_lr", n_rows=iu_rows),
+        "fused": run_job(ctx, "iu_xray-fused", "datasets:fit_eval", env=env, config="iu_xray",
+                         overrides=iu_over, n_rows=iu_rows),
+        "hybrid": run_job(ctx, "iu_xray-hybrid", "datasets:fit_eval", env=env,
+                          config="iu_xray_hybrid", overrides=iu_over, n_rows=iu_rows),
+    }
+    br_rows, _ = plan(quick)
+    out["br35h"] = {
+        "rows": br_rows or "all",
+        "hybrid": run_job(ctx, "br35h-hybrid", "datasets:fit_eval", env=env,
+                          config="br35h_hybrid", overrides=["model.feature_cache=false"],
+                          n_rows=br_rows, split_config="br35h"),
+    }
+    synth_over = (["data.dataset_options={n_rows: 120, image_size: 64, seed: 0}",
+                   "train.max_epochs=1"] if quick else [])
+    synth: dict[str, Any] = {"rows": 120 if quick else 1000}
+    for modality in ("image", "tabular", "text", "fused"):
+        synth[modality] = run_job(
+            ctx, f"synth_derm-{modality}", "datasets:fit_eval", env=env, config="synth_derm",
+            overrides=synth_over, modality=None if modality == "fused" else modality,
+            save=str(work / "synth_derm_fused_model") if modality == "fused" else None)
+    out["synth_derm"] = synth
+    import shutil
+
+    shutil.rmtree(work / "decoded", ignore_errors=True)
+    return out
