@@ -53,6 +53,9 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
     )
+    if not verbose:  # library chatter at INFO (e.g. matplotlib's categorical-units notes)
+        for name in ("matplotlib", "PIL", "urllib3", "httpx"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @app.command()
