@@ -246,12 +246,11 @@ def explain(
 ) -> None:
     """Explain predictions: image regions, words, tabular features, modality shares."""
     from medfuse.data import load_table
-    from medfuse.estimators import prediction_spec
     from medfuse.explain import explain as explain_rows
     from medfuse.runs import load_model
 
     clf = load_model(run)
-    spec = prediction_spec(clf.spec)
+    spec = clf.input_spec()
     if allow_outside_paths:
         spec = spec.model_copy(update={"allow_outside_paths": True})
     df, _ = load_table(data, spec, check_images="exists", require_target=False,
@@ -326,11 +325,22 @@ def evaluate(
     allow_outside_paths: OutsideOption = False,
 ) -> None:
     """Evaluate a saved model on a labelled table."""
-    from medfuse.runs import evaluate_run
+    from medfuse.runs import SUBSETS_FILE, evaluate_run
 
     metrics = evaluate_run(run, data, out, allow_outside_paths=allow_outside_paths)
     console.print(_headline(metrics))
-    console.print(f"written: [bold]{(out or run / 'evaluation') / 'metrics.json'}[/]")
+    target = out or run / "evaluation"
+    subsets = target / SUBSETS_FILE
+    if subsets.is_file():
+        table = Table(title="modality subsets (the others left out of every row)")
+        for col in ("modalities used", "accuracy", "roc_auc"):
+            table.add_column(col)
+        for name, m in json.loads(subsets.read_text())["removed"].items():
+            auc = m.get("roc_auc")
+            table.add_row(name, f"{m['accuracy']:.4f}", "-" if auc is None else f"{auc:.4f}")
+        console.print(table)
+    console.print(f"written: [bold]{target / 'metrics.json'}[/]"
+                  + (f" and [bold]{subsets}[/]" if subsets.is_file() else ""))
 
 
 @app.command()
@@ -339,11 +349,17 @@ def predict(
     data: Annotated[Path, typer.Option("--data", help="CSV / Parquet table (labels optional)")],
     out: Annotated[Path, typer.Option("--out", help="predictions CSV to write")],
     allow_outside_paths: OutsideOption = False,
+    without: Annotated[str | None, typer.Option(
+        help="comma-separated modalities to leave out of every row (image, tabular, text; "
+             "their columns may be absent); models trained with model.modality_dropout > 0")
+    ] = None,
 ) -> None:
     """Predict every row of a table."""
     from medfuse.runs import predict_run
 
-    preds = predict_run(run, data, out, allow_outside_paths=allow_outside_paths)
+    left_out = [m.strip() for m in without.split(",") if m.strip()] if without else None
+    preds = predict_run(run, data, out, allow_outside_paths=allow_outside_paths,
+                        without=left_out)
     console.print(f"wrote {len(preds)} predictions to [bold]{out}[/]")
 
 

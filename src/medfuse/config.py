@@ -46,10 +46,12 @@ class DataPolicy(_Spec):
     ``error`` stops with a message naming every culprit; ``drop`` removes the
     row, counts it and reports the count (log + ``metrics.json``); ``keep``
     keeps the row and reports it (missing numbers are imputed, empty texts
-    become an empty token sequence).
+    become an empty token sequence, a row without its image file has no image:
+    fused models with ``model.modality_dropout > 0`` predict it from its other
+    modalities).
     """
 
-    missing_image: Literal["error", "drop"] = "error"
+    missing_image: Literal["error", "drop", "keep"] = "error"
     bad_image: Literal["error", "drop"] = "error"
     missing_target: Literal["error", "drop"] = "error"
     missing_number: Literal["error", "drop", "keep"] = "keep"
@@ -186,6 +188,15 @@ class ModelSpec(_Spec):
     finetune_text: bool = Field(False, description="fine-tune MiniLM (frozen by default)")
     embed_dim: int = Field(100, ge=8, le=1024, description="word2vec / word-CNN embedding size")
     fusion: Literal["concat", "gated", "late"] = "concat"
+    modality_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="fused models: probability of hiding each modality "
+        "of a training row (never all of them); > 0 also lets the model predict rows that "
+        "lack a modality (no image file, empty text, no tabular value)"
+    )
+    aux_loss: float = Field(
+        0.0, ge=0.0, description="fused models: weight of auxiliary per-modality losses (a "
+        "linear head per modality; late fusion: its own heads)"
+    )
     hidden_dims: list[int] = Field(default_factory=lambda: [128])
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     max_tokens: int = Field(128, ge=4, le=4096)

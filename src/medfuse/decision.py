@@ -8,6 +8,7 @@ threshold everywhere: in ``evaluate``, ``predict`` and the app.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -33,13 +34,60 @@ class DecisionMixin:
     def _check_fitted(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def predict_proba(self, df: pd.DataFrame, calibrated: bool = True) -> np.ndarray:
+    @property
+    def handles_missing(self) -> bool:
+        """True when the model predicts rows that lack a modality (see ``without``)."""
+        return False
+
+    def input_spec(self) -> Any:
+        """The spec prediction tables are validated with (rows are never dropped)."""
+        from medfuse.estimators import prediction_spec
+
+        return prediction_spec(self.spec, missing=self.handles_missing)
+
+    def _hide(self, df: pd.DataFrame, without: Sequence[str]) -> pd.DataFrame:
+        """``df`` with the cells of the modalities ``without`` emptied (columns made if absent).
+
+        Only models that handle missing modalities accept ``without``.
+        """
+        without = list(dict.fromkeys(without))
+        if not without:
+            return df
+        from medfuse.errors import ConfigError
+
+        unknown = [m for m in without if m not in self.spec.modalities]
+        if unknown:
+            raise ConfigError(f"without={unknown}: this model's modalities are "
+                              f"{self.spec.modalities}")
+        if not self.handles_missing:
+            raise ConfigError(
+                f"without={without}: this {type(self).__name__} was not trained to predict "
+                "without a modality; train a fused model with model.modality_dropout > 0 "
+                "(e.g. --set model.modality_dropout=0.2)."
+            )
+        if set(without) == set(self.spec.modalities):
+            raise ConfigError(f"without={without} leaves no modality to predict from")
+        out = df.copy()
+        for m in without:
+            if m == "image":
+                out[self.spec.image] = ""
+            elif m == "text":
+                out[self.spec.text] = ""
+            else:
+                for col in self.spec.tabular:
+                    out[col] = np.nan
+        return out
+
+    def predict_proba(self, df: pd.DataFrame, calibrated: bool = True,
+                      without: Sequence[str] = ()) -> np.ndarray:
         """Class probabilities ``(n, n_classes)`` in ``classes_`` order.
 
         ``calibrated=False`` skips the temperature learned by :meth:`calibrate`.
+        ``without`` names modalities to leave out of every row (their columns may be
+        absent from ``df``); for models trained with ``modality_dropout > 0``.
         """
         self._check_fitted()
-        raw = self._raw_proba(df)
+        raw = self._raw_proba(self._hide(df, without))
         return self.scale(raw) if calibrated else raw
 
     def scale(self, raw: np.ndarray) -> np.ndarray:
@@ -57,9 +105,9 @@ class DecisionMixin:
             return classes[(proba[:, 1] >= self.threshold_).astype(int)]
         return classes[proba.argmax(axis=1)]
 
-    def predict(self, df: pd.DataFrame) -> np.ndarray:
+    def predict(self, df: pd.DataFrame, without: Sequence[str] = ()) -> np.ndarray:
         """Predicted class labels (strings, as in ``classes_``) at ``threshold_``."""
-        return self.decide(self.predict_proba(df))
+        return self.decide(self.predict_proba(df, without=without))
 
     def calibrate(self, valid: pd.DataFrame, temperature: bool = True,
                   threshold: str = "fixed", value: float | None = None) -> DecisionMixin:

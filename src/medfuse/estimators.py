@@ -17,7 +17,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +112,8 @@ class FusionClassifier(DecisionMixin):
         progress: bool = True,
         image_pool: str = "avg",
         image_views: str = "none",
+        modality_dropout: float = 0.0,
+        aux_loss: float = 0.0,
     ) -> None:
         self.spec = spec
         self.image_backbone = image_backbone
@@ -153,6 +155,8 @@ class FusionClassifier(DecisionMixin):
         self.progress = progress
         self.image_pool = image_pool
         self.image_views = image_views
+        self.modality_dropout = modality_dropout
+        self.aux_loss = aux_loss
 
     # ------------------------------------------------------------------ params
     _PARAMS = (
@@ -162,7 +166,7 @@ class FusionClassifier(DecisionMixin):
         "weight_decay", "momentum", "patience", "scheduler", "warmup", "seed", "augment",
         "num_workers", "accelerator", "devices", "strategy", "num_nodes", "precision", "progress",
         "image_pool", "image_views", "loss", "focal_gamma", "sampler", "freeze_epochs",
-        "unfreeze",
+        "unfreeze", "modality_dropout", "aux_loss",
     )
 
     def get_params(self) -> dict[str, Any]:
@@ -187,6 +191,7 @@ class FusionClassifier(DecisionMixin):
             num_workers=t.num_workers, accelerator=t.accelerator,
             devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
             precision=t.precision, image_pool=m.image_pool, image_views=m.image_views,
+            modality_dropout=m.modality_dropout, aux_loss=m.aux_loss,
         )
         params.update(overrides)
         return cls(cfg.data, **params)
@@ -222,10 +227,23 @@ class FusionClassifier(DecisionMixin):
                 raise ConfigError(
                     f"The '{name}' parameter of {owner} must be an int >= 1. Got {value!r} instead."
                 )
-        if not 0.0 <= float(self.dropout) < 1.0:
+        for name in ("dropout", "modality_dropout"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= float(value) < 1.0):
+                raise ConfigError(
+                    f"The '{name}' parameter of {owner} must be in [0, 1). Got {value!r}."
+                )
+        if self.modality_dropout and len(self.spec.modalities) < 2:
             raise ConfigError(
-                f"The 'dropout' parameter of {owner} must be in [0, 1). Got {self.dropout!r}."
+                f"modality_dropout={self.modality_dropout} hides modalities of training rows, "
+                f"and this spec has one modality ({self.spec.modalities[0]}): set "
+                "modality_dropout=0, or add an image / tabular / text column."
             )
+        aux = self.aux_loss
+        if not (isinstance(aux, (int, float)) and not isinstance(aux, bool)
+                and math.isfinite(aux) and aux >= 0):
+            raise ConfigError(f"The 'aux_loss' parameter of {owner} must be a finite number "
+                              f">= 0 (the auxiliary losses' weight). Got {aux!r} instead.")
         for name, strict in (("lr", True), ("encoder_lr", True), ("weight_decay", False)):
             value = getattr(self, name)
             if value is None and name == "encoder_lr":
@@ -274,8 +292,15 @@ class FusionClassifier(DecisionMixin):
                 views[0] if len(views) == 1 else text_encoders.MultiViewTextEncoder(views)
             )
         return FusionModel(
-            encoders, len(pre.classes_), tuple(self.hidden_dims), self.dropout, self.fusion
+            encoders, len(pre.classes_), tuple(self.hidden_dims), self.dropout, self.fusion,
+            missing=self.handles_missing, modality_dropout=float(self.modality_dropout),
+            aux_loss=float(self.aux_loss),
         )
+
+    @property
+    def handles_missing(self) -> bool:
+        """True when the model predicts rows lacking a modality (``modality_dropout > 0``)."""
+        return float(self.modality_dropout) > 0
 
     def _pretrained_modules(self, model: FusionModel) -> tuple[nn.Module, ...]:
         """Encoders that start from pretrained weights (trained at ``encoder_lr``)."""
@@ -322,6 +347,7 @@ class FusionClassifier(DecisionMixin):
             train, valid = train.iloc[rest].reset_index(drop=True), train.iloc[held]
         valid, _ = validate_table(valid, spec, table="valid", check_images="exists",
                                   training=False)
+        self._check_missing(train, "train")
 
         image = self._image_encoder(self.pretrained) if spec.image else None
         transform = image.transform if image is not None else ImageTransform()
@@ -426,18 +452,55 @@ class FusionClassifier(DecisionMixin):
             module.load_state_dict(state["state_dict"])
         self.epochs_ = int(trainer.current_epoch)
 
+    def _check_missing(self, train: pd.DataFrame, table: str) -> None:
+        """Training rows without an image need a model that learns to do without one."""
+        from medfuse.data.dataset import presence
+
+        if self.handles_missing or not self.spec.image:
+            return
+        lacking = int((presence(train, self.spec)[:, 0] == 0).sum())
+        if lacking:
+            raise ConfigError(
+                f"{lacking} '{table}' row(s) have no image (data.policy.missing_image=keep), "
+                "and this model was not set up to predict without one: set "
+                "model.modality_dropout (e.g. --set model.modality_dropout=0.2) so it learns "
+                "to, or data.policy.missing_image=drop to leave those rows out."
+            )
+
     # ---------------------------------------------------------------- predict
+    def _batches(self, df: pd.DataFrame) -> Iterator[dict[str, torch.Tensor]]:
+        """Model input batches for the rows of ``df``."""
+        clean, _ = validate_table(df, self.input_spec(), table="predict",
+                                  check_images="exists", require_target=False, training=False)
+        yield from DataLoader(MultimodalDataset(clean, self.pre_, with_target=False),
+                              batch_size=self.batch_size)
+
     def _raw_proba(self, df: pd.DataFrame) -> np.ndarray:
         """Uncalibrated class probabilities (softmax of the network's logits)."""
-        clean, _ = validate_table(df, prediction_spec(self.spec), table="predict",
-                                  check_images="exists", require_target=False, training=False)
-        ds = MultimodalDataset(clean, self.pre_, with_target=False)
         out = []
         self.model_.eval()
         with torch.inference_mode():
-            for batch in DataLoader(ds, batch_size=self.batch_size):
+            for batch in self._batches(df):
                 out.append(torch.softmax(self.model_(batch).float(), dim=1))
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)))
+
+    def modality_weights(self, df: pd.DataFrame, without: Sequence[str] = ()) -> pd.DataFrame:
+        """The gate's weight of each modality per row (``fusion="gated"`` models).
+
+        One column per modality (``spec.modalities``); each row sums to 1 over the
+        modalities the row has. Other fusions raise :class:`~medfuse.errors.ConfigError`.
+        """
+        self._check_fitted()
+        if self.fusion != "gated":
+            raise ConfigError(f"modality_weights needs fusion='gated'; this model uses "
+                              f"fusion={self.fusion!r}, which has no gate.")
+        out = []
+        self.model_.eval()
+        with torch.inference_mode():
+            for batch in self._batches(self._hide(df, without)):
+                out.append(self.model_.gates(batch).float())
+        weights = torch.cat(out).numpy() if out else np.zeros((0, len(self.model_.modalities)))
+        return pd.DataFrame(weights, columns=self.model_.modalities)
 
     # ------------------------------------------------------------- save/load
     def save(self, path: str | Path) -> Path:
@@ -535,7 +598,23 @@ def _augment_param(spec: AugmentSpec) -> bool | dict[str, float]:
     return spec.model_dump()
 
 
-def prediction_spec(spec: DataSpec) -> DataSpec:
-    """The spec for prediction tables: rows are never dropped (``drop`` becomes ``error``)."""
+def prediction_spec(spec: DataSpec, missing: bool = False) -> DataSpec:
+    """The spec for prediction tables: rows are never dropped (``drop`` becomes ``error``).
+
+    ``missing=True`` (models that predict without a modality) keeps rows lacking their
+    image, text or tabular values (see :func:`keep_missing`).
+    """
     values = {k: ("error" if v == "drop" else v) for k, v in spec.policy.model_dump().items()}
-    return spec.model_copy(update={"policy": DataPolicy(**values)})
+    out = spec.model_copy(update={"policy": DataPolicy(**values)})
+    return keep_missing(out) if missing else out
+
+
+def keep_missing(spec: DataSpec) -> DataSpec:
+    """``spec`` keeping rows without an image, with an empty text or missing numbers.
+
+    >>> keep_missing(DataSpec(image="path", target="y")).policy.missing_image
+    'keep'
+    """
+    policy = spec.policy.model_copy(
+        update={"missing_image": "keep", "empty_text": "keep", "missing_number": "keep"})
+    return spec.model_copy(update={"policy": policy})

@@ -2,7 +2,8 @@
 
 :func:`export_onnx` writes ``RUN/model.onnx``: the :class:`~medfuse.fusion.FusionModel`
 wrapped so that it takes its input tensors positionally (names in the graph: the batch
-fields, e.g. ``image``, ``tabular_cat``, ``tabular_cont``, ``text``) and returns the raw
+fields, e.g. ``image``, ``tabular_cat``, ``tabular_cont``, ``text``, and ``present`` for
+models that handle missing modalities) and returns the raw
 (uncalibrated) softmax probabilities, with a dynamic batch axis. :class:`OnnxPredictor`
 preprocesses rows with the run's saved preprocessor, runs the graph with onnxruntime and
 applies the model's temperature, so its probabilities match ``clf.predict_proba``.
@@ -48,9 +49,8 @@ def _batch(clf: Any, df: pd.DataFrame) -> dict[str, torch.Tensor]:
     """Model inputs (a batch dict, no target) for the rows of ``df``."""
     from medfuse.data.dataset import MultimodalDataset
     from medfuse.data.validation import validate_table
-    from medfuse.estimators import prediction_spec
 
-    clean, _ = validate_table(df, prediction_spec(clf.spec), table="predict",
+    clean, _ = validate_table(df, clf.input_spec(), table="predict",
                               check_images="exists", require_target=False, training=False)
     ds = MultimodalDataset(clean, clf.pre_, with_target=False)
     samples = [ds[i] for i in range(len(ds))]
@@ -76,6 +76,10 @@ def _example_batch(clf: Any) -> dict[str, torch.Tensor]:
         batch["tabular_cont"] = torch.from_numpy(values)
     if clf.spec.text:
         batch["text"] = torch.from_numpy(pre.encode_text(pd.Series(["a", "b"])))
+    if clf.handles_missing:  # which modalities each row has: an input of the graph too
+        from medfuse.fusion import PRESENT
+
+        batch[PRESENT] = torch.ones(2, len(clf.spec.modalities))
     return batch
 
 

@@ -2,8 +2,19 @@
 
 ``concat``: concatenate the encoders' outputs -> MLP head (fastai ``image_tabular``).
 ``gated``: project each modality to a common width, weight the projections with
-a learned, input-dependent softmax gate, sum -> MLP head.
-``late``: one linear head per modality, logits averaged.
+a learned, input-dependent softmax gate, sum -> MLP head; the gate's weights are
+reported per prediction (:meth:`FusionModel.gates`).
+``late``: one MLP head per modality, logits averaged.
+
+Missing modalities: a model built with ``missing=True`` reads the batch field
+``present`` (``(B, M)``, 1 where row ``b`` has modality ``m``, in the encoders'
+order). A missing modality's features are replaced by a learned "missing" vector
+(``concat``), left out of the gate's softmax (``gated``) or of the average of the
+logits (``late``). ``modality_dropout`` hides each modality of each training row
+with that probability (never all of a row's modalities), so the model learns to
+predict from what is there. ``aux_loss`` adds, with that weight, the
+cross-entropy of a linear head per modality (on its own features; for ``late``,
+of its own head), which keeps every encoder informative on its own.
 
 The model loops over a ``dict`` of encoders; no per-modality code:
 
@@ -30,6 +41,8 @@ MODALITY_FIELDS: dict[str, tuple[str, ...]] = {
     "text": ("text",),
 }
 FUSIONS = ("concat", "gated", "late")
+#: batch field: which modalities each row has, ``(B, M)`` in the encoders' order
+PRESENT = "present"
 
 
 def modality_input(name: str, batch: dict[str, torch.Tensor]) -> Any:
@@ -55,6 +68,23 @@ def mlp(width: int, hidden_dims: Sequence[int], out: int, dropout: float) -> nn.
     return nn.Sequential(*layers)
 
 
+def drop_modalities(present: torch.Tensor, p: float) -> torch.Tensor:
+    """Hide each present modality of each row with probability ``p``; never a whole row.
+
+    A row that would lose every modality it has keeps them all (so the share of rows
+    trained on all their modalities is a little above ``(1 - p) ** M``). Draws from
+    torch's global generator, which :class:`~medfuse.training.EpochSeed` seeds per epoch.
+
+    >>> _ = torch.manual_seed(0)
+    >>> kept = drop_modalities(torch.ones(1000, 3), 0.3)
+    >>> bool((kept.sum(1) >= 1).all()), round(float(kept.mean()), 1)
+    (True, 0.7)
+    """
+    keep = present * (torch.rand_like(present) >= p).to(present.dtype)
+    empty = keep.sum(1, keepdim=True) == 0
+    return torch.where(empty, present, keep)
+
+
 class FusionModel(nn.Module):
     """Encoders per modality + a fusion head producing class logits.
 
@@ -68,6 +98,13 @@ class FusionModel(nn.Module):
         The head's MLP.
     fusion:
         ``concat``, ``gated`` or ``late``.
+    missing:
+        Read the batch's ``present`` field and predict from the modalities a row has
+        (learned "missing" vectors for ``concat``). Without it ``present`` is ignored.
+    modality_dropout:
+        Training only (needs ``missing``): probability of hiding each modality of a row.
+    aux_loss:
+        Weight of the per-modality auxiliary losses (0: none; see :meth:`aux_logits`).
     """
 
     def __init__(
@@ -77,11 +114,24 @@ class FusionModel(nn.Module):
         hidden_dims: Sequence[int] = (128,),
         dropout: float = 0.2,
         fusion: str = "concat",
+        missing: bool = False,
+        modality_dropout: float = 0.0,
+        aux_loss: float = 0.0,
     ) -> None:
         super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}; got {fusion!r}")
+        if modality_dropout and not missing:
+            raise ValueError("modality_dropout needs missing=True")
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
+        self.missing = missing
+        self.modality_dropout = float(modality_dropout)
+        self.aux_loss = float(aux_loss)
         dims = {k: output_dim(e) for k, e in encoders.items()}
+        if missing and fusion == "concat":
+            self.absent = nn.ParameterDict({k: nn.Parameter(torch.zeros(d))
+                                            for k, d in dims.items()})
         if fusion == "concat":
             self.head = mlp(sum(dims.values()), hidden_dims, n_classes, dropout)
         elif fusion == "gated":
@@ -89,24 +139,76 @@ class FusionModel(nn.Module):
             self.proj = nn.ModuleDict({k: nn.Linear(d, width) for k, d in dims.items()})
             self.gate = nn.Linear(sum(dims.values()), len(dims))
             self.head = mlp(width, hidden_dims[1:], n_classes, dropout)
-        elif fusion == "late":
+        else:
             self.heads = nn.ModuleDict(
                 {k: mlp(d, hidden_dims, n_classes, dropout) for k, d in dims.items()}
             )
-        else:
-            raise ValueError(f"fusion must be one of {FUSIONS}; got {fusion!r}")
+        if aux_loss and fusion != "late":  # late fusion's own heads are per modality
+            self.aux = nn.ModuleDict({k: nn.Linear(d, n_classes) for k, d in dims.items()})
+
+    @property
+    def modalities(self) -> list[str]:
+        """The modalities, in the order of the ``present`` field's columns."""
+        return list(self.encoders)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-modality features ``{name: (B, output_dim)}``."""
         return {k: enc(modality_input(k, batch)) for k, enc in self.encoders.items()}
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        feats = self.encode(batch)
+    def presence(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """``(B, M)`` float mask of the modalities used for each row (None: all of them).
+
+        In training, modality dropout hides some of them (drawn anew at every call).
+        """
+        if not self.missing or PRESENT not in batch:
+            return None
+        present = batch[PRESENT].float()
+        if self.training and self.modality_dropout > 0:
+            present = drop_modalities(present, self.modality_dropout)
+        return present
+
+    def _fuse(self, feats: dict[str, torch.Tensor], present: torch.Tensor | None
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits, and for ``gated`` the gate weights ``(B, M)``."""
         if self.fusion == "concat":
-            return self.head(torch.cat(list(feats.values()), dim=1))
+            if present is not None:
+                feats = {k: torch.where(present[:, i:i + 1] > 0, f, self.absent[k].to(f.dtype))
+                         for i, (k, f) in enumerate(feats.items())}
+            return self.head(torch.cat(list(feats.values()), dim=1)), None
         if self.fusion == "gated":
-            weights = torch.softmax(self.gate(torch.cat(list(feats.values()), dim=1)), dim=1)
+            scores = self.gate(torch.cat(list(feats.values()), dim=1))
+            if present is not None:  # absent modalities get no weight
+                scores = scores.masked_fill(present <= 0, torch.finfo(scores.dtype).min)
+            weights = torch.softmax(scores, dim=1)
             projected = torch.stack([torch.relu(self.proj[k](f)) for k, f in feats.items()], 1)
-            return self.head((weights.unsqueeze(-1) * projected).sum(1))
-        logits = torch.stack([self.heads[k](f) for k, f in feats.items()], dim=0)
-        return logits.mean(0)
+            return self.head((weights.unsqueeze(-1) * projected).sum(1)), weights
+        logits = torch.stack([self.heads[k](f) for k, f in feats.items()], dim=1)  # (B, M, C)
+        if present is None:
+            return logits.mean(1), None
+        w = present.to(logits.dtype).unsqueeze(-1)
+        return (logits * w).sum(1) / w.sum(1).clamp_min(1.0), None
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._fuse(self.encode(batch), self.presence(batch))[0]
+
+    def forward_train(self, batch: dict[str, torch.Tensor]
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        """Logits, per-modality auxiliary logits (empty without ``aux_loss``) and the mask.
+
+        The auxiliary logits of a modality are computed from its own features (``late``:
+        its head's logits); the mask says for which rows each one counts.
+        """
+        feats = self.encode(batch)
+        present = self.presence(batch)
+        logits, _ = self._fuse(feats, present)
+        aux: dict[str, torch.Tensor] = {}
+        if self.aux_loss:
+            heads: Any = self.heads if self.fusion == "late" else self.aux
+            aux = {k: heads[k](f) for k, f in feats.items()}
+        return logits, aux, present
+
+    def gates(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Gate weights ``(B, M)`` of a ``gated`` model (rows sum to 1 over present modalities)."""
+        if self.fusion != "gated":
+            raise ValueError(f"gate weights exist for fusion='gated' only; this is {self.fusion!r}")
+        return self._fuse(self.encode(batch), self.presence(batch))[1]  # type: ignore[return-value]

@@ -36,7 +36,7 @@ from medfuse.data.decoded import DecodedImages
 from medfuse.data.preprocess import ImageTransform, Preprocessor
 from medfuse.decision import DecisionMixin
 from medfuse.errors import ConfigError, DataError, NotFittedError, check_option, did_you_mean
-from medfuse.estimators import PREPROCESS_FILE, prediction_spec
+from medfuse.estimators import PREPROCESS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -530,6 +530,13 @@ class HybridClassifier(DecisionMixin):
         check_params(type(self).__name__, self.head, self.resample, self.extractor,
                      self.text_features, self.text_components)
         spec = self.spec
+        if spec.image and spec.policy.missing_image == "keep":
+            raise ConfigError(
+                "data.policy.missing_image=keep: hybrid models need an image in every row "
+                "(their classical head has no 'missing' input). Use a fused model "
+                "(model.kind: fusion) with model.modality_dropout > 0, or "
+                "data.policy.missing_image=drop."
+            )
         torch.manual_seed(self.seed)  # random-init extractors are reproducible (and cacheable)
         train, self.validation_ = validate_table(train, spec, table="train",
                                                  check_images="exists")
@@ -652,7 +659,7 @@ class HybridClassifier(DecisionMixin):
         from medfuse.data.validation import validate_table
 
         self._check_features()
-        clean, _ = validate_table(df, prediction_spec(self.spec), table="predict",
+        clean, _ = validate_table(df, self.input_spec(), table="predict",
                                   check_images="exists", require_target=False, training=False)
         return self._transform(clean)
 

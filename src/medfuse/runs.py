@@ -21,7 +21,7 @@ from medfuse.config import DataSpec, RunConfig
 from medfuse.data import holdout_split, kfold_splits, load_data, load_table
 from medfuse.data.splits import carve, group_labels
 from medfuse.errors import ConfigError, check_option
-from medfuse.estimators import FusionClassifier, prediction_spec
+from medfuse.estimators import FusionClassifier, keep_missing
 from medfuse.evaluation.metrics import classification_metrics, summarize_folds
 from medfuse.hybrid import HEADS, HybridClassifier
 from medfuse.io import atomic_path, atomic_write_json, atomic_write_text, write_manifest
@@ -29,6 +29,8 @@ from medfuse.io import atomic_path, atomic_write_json, atomic_write_text, write_
 log = logging.getLogger(__name__)
 
 Estimator = FusionClassifier | HybridClassifier
+#: metrics per modality subset (models trained for missing modalities)
+SUBSETS_FILE = "modality_subsets.json"
 
 
 def estimator_from_config(cfg: RunConfig) -> Estimator:
@@ -110,12 +112,56 @@ def evaluate(
     return metrics, predictions_frame(clf, df, proba, raw)
 
 
+def modality_subsets(clf: Estimator, df: pd.DataFrame) -> dict[str, Any]:
+    """Metrics of a model that handles missing modalities, per modality subset.
+
+    ``removed``: for each non-empty subset of the model's modalities (key: the modalities
+    used, e.g. ``tabular+text``), the metrics of every row of ``df`` predicted with the
+    other modalities left out (``predict_proba(without=...)``); ``all`` uses everything.
+    ``available``: rows grouped by the modalities they actually have (their empty cells),
+    with ``n`` and the metrics of each group.
+    """
+    from itertools import combinations
+
+    from medfuse.data.dataset import presence
+
+    if not clf.handles_missing:
+        raise ConfigError("per-modality-subset metrics need a model trained for missing "
+                          "modalities (model.modality_dropout > 0)")
+    modalities = list(clf.spec.modalities)
+    y = clf.pre_.encode_target(df[clf.spec.target]).numpy()
+    removed: dict[str, Any] = {}
+    for k in range(len(modalities), 0, -1):
+        for used in combinations(modalities, k):
+            without = [m for m in modalities if m not in used]
+            proba = clf.predict_proba(df, without=without)
+            removed["+".join(used)] = classification_metrics(y, proba, threshold=clf.threshold_)
+    # which modalities each row really has (validated as for prediction: empty cells kept)
+    from medfuse.data.validation import validate_table
+
+    clean, _ = validate_table(df, clf.input_spec(), table="evaluate", check_images="exists",
+                              require_target=False, training=False)
+    has = presence(clean, clf.spec).astype(bool)
+    names = np.array(["+".join(m for m, h in zip(modalities, row, strict=True) if h)
+                      for row in has])
+    proba = clf.predict_proba(df)
+    available: dict[str, Any] = {}
+    for name in sorted(set(names.tolist()), key=lambda n: (-n.count("+"), n)):
+        rows = names == name
+        available[name or "none"] = {
+            "n": int(rows.sum()),
+            **classification_metrics(y[rows], proba[rows], threshold=clf.threshold_),
+        }
+    return {"modalities": modalities, "removed": removed, "available": available}
+
+
 def predictions_frame(clf: Estimator, df: pd.DataFrame, proba: np.ndarray,
                       raw: np.ndarray | None = None) -> pd.DataFrame:
     """One row per input row: ids, target (if present), ``prob_<class>``, ``prediction``.
 
     With ``raw`` (uncalibrated probabilities that differ from ``proba``), also
-    ``raw_prob_<class>``.
+    ``raw_prob_<class>``; gated fused models add the gate's weight of each modality
+    (``gate_<modality>``).
     """
     spec = clf.spec
     keep = [c for c in (spec.group, spec.image, spec.target) if c and c in df.columns]
@@ -126,6 +172,10 @@ def predictions_frame(clf: Estimator, df: pd.DataFrame, proba: np.ndarray,
         for j, cls in enumerate(clf.classes_):
             out[f"raw_prob_{cls}"] = raw[:, j]
     out["prediction"] = clf.decide(proba)
+    if isinstance(clf, FusionClassifier) and clf.fusion == "gated" and len(df):
+        gates = clf.modality_weights(df)
+        for m in gates.columns:
+            out[f"gate_{m}"] = gates[m].to_numpy()
     return out
 
 
@@ -177,6 +227,8 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]
     _write_csv(out / "predictions.csv", preds)
     if subgroups is not None:
         _write_json(out / "subgroups.json", subgroups)
+    if clf.handles_missing:
+        _write_json(out / SUBSETS_FILE, modality_subsets(clf, df.iloc[split.test]))
     duplicates = {k: v for k, v in split.report.to_dict().items() if k != "sizes"}
     _write_json(out / "data_report.json", data_report(df, cfg.data, duplicates=duplicates))
     clf.save(out)
@@ -298,7 +350,8 @@ def evaluate_run(run: Path, table: Path, out: Path | None = None,
     ``allow_outside_paths`` accepts image paths outside the table's folder.
     """
     clf = load_model(run)
-    df, validation = load_table(table, _outside_ok(clf.spec, allow_outside_paths),
+    spec = keep_missing(clf.spec) if clf.handles_missing else clf.spec
+    df, validation = load_table(table, _outside_ok(spec, allow_outside_paths),
                                 check_images="exists", training=False)
     metrics, preds = evaluate(clf, df, bootstrap=1000)
     metrics["data"] = validation.to_dict()
@@ -306,18 +359,33 @@ def evaluate_run(run: Path, table: Path, out: Path | None = None,
     target.mkdir(parents=True, exist_ok=True)
     _write_json(target / "metrics.json", metrics)
     _write_csv(target / "predictions.csv", preds)
+    if clf.handles_missing:
+        _write_json(target / SUBSETS_FILE, modality_subsets(clf, df))
     return metrics
 
 
 def predict_run(run: Path, table: Path, out_csv: Path,
-                allow_outside_paths: bool = False) -> pd.DataFrame:
+                allow_outside_paths: bool = False, without: list[str] | None = None
+                ) -> pd.DataFrame:
     """Predict every row of ``table`` (labels optional) into ``out_csv``.
 
-    ``allow_outside_paths`` accepts image paths outside the table's folder.
+    ``allow_outside_paths`` accepts image paths outside the table's folder; ``without``
+    leaves those modalities out of every row (their columns may be absent from the table;
+    models trained with ``modality_dropout > 0``).
     """
     clf = load_model(run)
-    df, _ = load_table(table, _outside_ok(prediction_spec(clf.spec), allow_outside_paths),
-                       check_images="exists", require_target=False, training=False)
+    spec = _outside_ok(clf.input_spec(), allow_outside_paths)
+    if without:
+        from medfuse.data.table import read_table
+        from medfuse.data.validation import validate_table
+
+        raw = read_table(table)
+        df, _ = validate_table(clf._hide(raw, without), spec, root=Path(table).parent,
+                               table=str(table), check_images="exists",
+                               require_target=False, training=False)
+    else:
+        df, _ = load_table(table, spec, check_images="exists", require_target=False,
+                           training=False)
     preds = predictions_frame(clf, df, clf.predict_proba(df))
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     _write_csv(out_csv, preds)

@@ -89,10 +89,36 @@ class FusionModule(LightningModule):
         return self.model(batch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self(batch), batch["target"])
+        forward_train = getattr(self.model, "forward_train", None)
+        if forward_train is None:
+            loss = self.loss(self(batch), batch["target"])
+        else:
+            logits, aux, _ = forward_train(batch)
+            loss = self.loss(logits, batch["target"])
+            if aux:
+                weight = float(getattr(self.model, "aux_loss", 0.0))
+                loss = loss + weight * self._aux_loss(aux, batch)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(batch["target"]), sync_dist=True)
         return loss
+
+    def _aux_loss(self, aux: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+                  ) -> torch.Tensor:
+        """Mean over modalities of each auxiliary head's loss on the rows that have it."""
+        from medfuse.fusion import PRESENT
+
+        target = batch["target"]
+        present = batch.get(PRESENT) if getattr(self.model, "missing", False) else None
+        parts = []
+        for i, logits in enumerate(aux.values()):
+            rows = None if present is None else present[:, i] > 0
+            if rows is None:
+                parts.append(self.loss(logits, target))
+            elif bool(rows.any()):
+                parts.append(self.loss(logits[rows], target[rows]))
+            else:  # no row has it: no loss, but the head stays in the graph (DDP)
+                parts.append(logits.sum() * 0.0)
+        return torch.stack(parts).mean()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch)

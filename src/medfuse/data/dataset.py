@@ -1,8 +1,13 @@
 """A torch ``Dataset`` of dict samples with only the modalities present.
 
 Keys: ``image`` (float ``3xHxW``), ``tabular_cat`` (int64 codes),
-``tabular_cont`` (float32), ``text`` (int64 token ids), ``target`` (int64).
-Tabular and text arrays are computed once up front; images are decoded lazily.
+``tabular_cont`` (float32), ``text`` (int64 token ids), ``present`` (float32, one
+entry per modality of the spec, in ``spec.modalities`` order: 1 where the row has it),
+``target`` (int64). A row lacks its image when the path is empty (kept by
+``data.policy.missing_image: keep``), its text when the text is empty, its tabular
+values when every tabular column is missing; a missing image is all zeros (the
+normalised mean colour). Tabular and text arrays are computed once up front; images
+are decoded lazily.
 
 >>> import pandas as pd
 >>> from medfuse.config import DataSpec
@@ -11,7 +16,7 @@ Tabular and text arrays are computed once up front; images are decoded lazily.
 >>> df = pd.DataFrame({"age": [50.0, 60.0], "note": ["grown", "stable"], "y": ["0", "1"]})
 >>> ds = MultimodalDataset(df, Preprocessor(spec, max_tokens=4, min_token_freq=1).fit(df))
 >>> sorted(ds[0]), ds[0]["text"].tolist()
-(['tabular_cat', 'tabular_cont', 'target', 'text'], [2, 0, 0, 0])
+(['present', 'tabular_cat', 'tabular_cont', 'target', 'text'], [2, 0, 0, 0])
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from medfuse.config import AugmentSpec
+from medfuse.config import AugmentSpec, DataSpec
 from medfuse.data.augment import augment_spec, build_augmentation
 from medfuse.data.decoded import DecodedImages
 from medfuse.data.images import read_image
@@ -73,6 +79,7 @@ class MultimodalDataset(Dataset[dict[str, torch.Tensor]]):
             self.tensors["tabular_cont"] = torch.from_numpy(values)
         if spec.text:
             self.tensors["text"] = torch.from_numpy(pre.encode_text(df[spec.text]))
+        self.tensors["present"] = torch.from_numpy(presence(df, spec))
         if with_target is None:
             with_target = spec.target in df.columns
         if with_target:
@@ -92,6 +99,9 @@ class MultimodalDataset(Dataset[dict[str, torch.Tensor]]):
         sample = {k: v[i] for k, v in self.tensors.items()}
         if self.paths:
             transform = self.pre.image
+            if not self.paths[i]:  # no image for this row (see ``present``)
+                sample["image"] = torch.zeros(3, transform.size, transform.size)
+                return sample
             if self.augment is None:
                 sample["image"] = transform.normalize(self.pixels(i))
                 return sample
@@ -110,3 +120,29 @@ class MultimodalDataset(Dataset[dict[str, torch.Tensor]]):
         if self.decoded is not None:
             return self.decoded.pixels(self.paths[i])
         return self.pre.image.pixels(read_image(self.paths[i]))
+
+
+def presence(df: pd.DataFrame, spec: DataSpec) -> np.ndarray:
+    """``(n, M)`` float32: 1 where a row of a validated table has modality ``m``.
+
+    Columns follow ``spec.modalities``. A modality whose columns are absent from ``df``
+    is missing in every row.
+
+    >>> spec = DataSpec(tabular={"age": "continuous"}, text="note", target="y")
+    >>> presence(pd.DataFrame({"age": [50.0, None], "note": ["", "ok"]}), spec).tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+    """
+    cols: list[np.ndarray] = []
+    n = len(df)
+    for modality in spec.modalities:
+        if modality == "image":
+            has = (df[spec.image].fillna("").astype(str).str.strip() != "").to_numpy() \
+                if spec.image in df.columns else np.zeros(n, bool)
+        elif modality == "tabular":
+            names = [c for c in spec.tabular if c in df.columns]
+            has = df[names].notna().any(axis=1).to_numpy() if names else np.zeros(n, bool)
+        else:
+            has = (df[spec.text].fillna("").astype(str).str.strip() != "").to_numpy() \
+                if spec.text in df.columns else np.zeros(n, bool)
+        cols.append(has)
+    return np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)

@@ -157,8 +157,10 @@ def group_labels(
     if spec.image:
         dup_parent = np.arange(n)
         seen: dict[str, int] = {}  # the same file twice: always one group
-        for i, path in enumerate(df[spec.image].astype(str)):
-            key = os.path.normpath(path)
+        paths = df[spec.image].fillna("").astype(str).tolist()
+        with_image = [i for i, path in enumerate(paths) if path]  # "": no image (kept)
+        for i in with_image:
+            key = os.path.normpath(paths[i])
             if key in seen:
                 _union(parent, seen[key], i)
                 _union(dup_parent, seen[key], i)
@@ -166,10 +168,13 @@ def group_labels(
                 seen[key] = i
         if spec.split.dedupe_images:
             if hashes is None:
-                hashes = image_hashes(df[spec.image].astype(str).tolist())
+                hashes = image_hashes([paths[i] for i in with_image])
+            elif len(hashes) == n:
+                hashes = np.asarray(hashes)[with_image]
             for a, b in near_duplicate_pairs(hashes, spec.split.hash_distance):
-                _union(parent, int(a), int(b))
-                _union(dup_parent, int(a), int(b))
+                ia, ib = with_image[int(a)], with_image[int(b)]
+                _union(parent, ia, ib)
+                _union(dup_parent, ia, ib)
         roots = np.array([_find(dup_parent, i) for i in range(n)])
         _, counts = np.unique(roots, return_counts=True)
         dup_groups = int((counts > 1).sum())

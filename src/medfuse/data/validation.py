@@ -290,6 +290,9 @@ def validate_table(
     for p in problems:
         if p.row is not None and policy[p.kind] == "drop":
             drop_rows.add(p.row)
+    if spec.image and policy["missing_image"] == "keep":  # the row goes on with no image
+        lacking = [p.row for p in problems if p.kind == "missing_image" and p.row is not None]
+        clean.loc[clean.index[lacking], spec.image] = ""
     report.problems = problems
     report.dropped = dict(Counter(p.kind for p in problems if policy[p.kind] == "drop"))
     report.kept = dict(Counter(p.kind for p in problems if policy[p.kind] == "keep"))

@@ -201,7 +201,12 @@ def _explain_fused_row(clf: Any, frame: pd.DataFrame, target: int, entry: dict[s
     clean, batch = fused_batch(clf, frame)
     weights: dict[str, float] = {}
     extra: dict[str, Any] = {}
-    for name in model.encoders:
+    present = batch.get("present") if getattr(model, "missing", False) else None
+    for i, name in enumerate(model.encoders):
+        if present is not None and not present[0, i]:  # the row lacks it: nothing to explain
+            weights[name] = 0.0
+            entry.setdefault("missing", []).append(name)
+            continue
         if name == "image":
             keys, (images,), rest = split_batch(batch, ("image",))
             attr = ig_attributions(BatchForward(model, keys), images, target, steps,

@@ -67,9 +67,8 @@ def fused_batch(clf: Any, df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tor
     """The validated rows of ``df`` and their model inputs (a batch dict) for a fused model."""
     from medfuse.data.dataset import MultimodalDataset
     from medfuse.data.validation import validate_table
-    from medfuse.estimators import prediction_spec
 
-    clean, _ = validate_table(df, prediction_spec(clf.spec), table="explain",
+    clean, _ = validate_table(df, clf.input_spec(), table="explain",
                               check_images="exists", require_target=False, training=False)
     ds = MultimodalDataset(clean, clf.pre_, with_target=False)
     samples = [ds[i] for i in range(len(ds))]

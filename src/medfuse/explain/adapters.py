@@ -80,7 +80,6 @@ def image_forward(clf: Any, frame: pd.DataFrame, predicted: int | None = None) -
 def _hybrid_forward(clf: Any, frame: pd.DataFrame, predicted: int | None) -> ImageAdapter:
     from medfuse.data.images import read_image
     from medfuse.data.validation import validate_table
-    from medfuse.estimators import prediction_spec
     from medfuse.explain.hybrid import (
         HeadExplainer,
         feature_layout,
@@ -90,7 +89,7 @@ def _hybrid_forward(clf: Any, frame: pd.DataFrame, predicted: int | None) -> Ima
         torch_linear_proba,
     )
 
-    clean, _ = validate_table(frame, prediction_spec(clf.spec), table="explain",
+    clean, _ = validate_table(frame, clf.input_spec(), table="explain",
                               check_images="exists", require_target=False, training=False)
     encoder, transform = image_extractor(clf)
     if encoder is None:

@@ -48,6 +48,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 
 from medfuse.errors import DataError, MedfuseError
+from medfuse.estimators import FusionClassifier
 
 TOKEN_ENV = "MEDFUSE_TOKEN"
 AUDIT_FILE = "audit.sqlite"
@@ -346,11 +347,16 @@ def _validate(model: ServedModel, inputs: Inputs, image_path: Path | None,
     from medfuse.data.tabular import UNKNOWN
 
     spec = model.spec
+    optional = model.clf.handles_missing  # trained to predict without a modality
     problems: list[dict[str, Any]] = []
     warnings: list[str] = []
     row: dict[str, Any] = {}
     if spec.image:
-        if inputs.image is None or image_path is None:
+        nothing = inputs.image is None or image_path is None or (
+            not inputs.image and not inputs.image_name)  # a form's empty file input
+        if optional and nothing:
+            row[spec.image] = ""  # predicted from the other modalities
+        elif inputs.image is None or image_path is None:
             problems.append(_problem("image", "field 'image' is required: upload a PNG, "
                                      "JPEG or DICOM file (or send image_base64)"))
         elif not inputs.image:
@@ -369,7 +375,10 @@ def _validate(model: ServedModel, inputs: Inputs, image_path: Path | None,
     for col, kind in spec.tabular.items():
         value = inputs.tabular.get(col)
         if value is None or (isinstance(value, str) and not value.strip()):
-            problems.append(_problem(col, f"field '{col}' ({kind}) is required"))
+            if optional:  # imputed as in training; all of them missing: no tabular input
+                row[col] = np.nan
+            else:
+                problems.append(_problem(col, f"field '{col}' ({kind}) is required"))
             continue
         if kind == "continuous":
             try:
@@ -395,16 +404,36 @@ def _validate(model: ServedModel, inputs: Inputs, image_path: Path | None,
     if extra:
         warnings.append(f"ignored unknown field(s) {extra}")
     if spec.text:
-        if inputs.text is None:
+        if inputs.text is None and optional:
+            row[spec.text] = ""
+        elif inputs.text is None:
             problems.append(_problem("text", f"field 'text' (the '{spec.text}' column) is "
                                      "required; send an empty string if there is no text"))
         else:
             row[spec.text] = inputs.text
     if problems:
         raise InputError(problems)
+    missing = missing_modalities(spec, row)
+    if missing and len(missing) == len(spec.modalities):
+        raise InputError([_problem("body", "no input at all: send at least one of "
+                                   + ", ".join(_FIELDS[m] for m in spec.modalities))])
+    if missing:
+        warnings.append(f"no {' / '.join(missing)} input: predicted from "
+                        f"{' + '.join(m for m in spec.modalities if m not in missing)} alone")
     if spec.group:  # patient ids only group rows in training; one request is one patient
         row[spec.group] = "request"
     return pd.DataFrame([row]), warnings
+
+
+_FIELDS = {"image": "'image'", "tabular": "the tabular fields", "text": "'text'"}
+
+
+def missing_modalities(spec: Any, row: dict[str, Any]) -> list[str]:
+    """The modalities a one-row request lacks (empty image path / text, no tabular value)."""
+    from medfuse.data.dataset import presence
+
+    has = presence(pd.DataFrame([row]), spec)[0]
+    return [m for m, h in zip(spec.modalities, has, strict=True) if not h]
 
 
 def overlay_png(path: Path, regions: list[dict[str, Any]]) -> bytes:
@@ -515,6 +544,7 @@ def create_app(run: Path, token: str | None = None, audit_db: Path | None = None
             "threshold": float(model.clf.threshold_),
             "temperature": float(model.clf.temperature_),
             "backend": model.backend,
+            "handles_missing": model.clf.handles_missing,
             "metrics": metrics,
             "card": model.card(metrics),
         }
@@ -579,13 +609,19 @@ def create_app(run: Path, token: str | None = None, audit_db: Path | None = None
                 "decision": decision,
                 "threshold": float(model.clf.threshold_),
                 "modalities": None,
+                "missing": missing_modalities(model.spec, {str(k): v for k, v in
+                                                           df.iloc[0].items()}),
                 "warnings": warnings,
                 "backend": model.backend,
             }
+            if isinstance(model.clf, FusionClassifier) and model.clf.fusion == "gated":
+                with model.lock:
+                    gates = model.clf.modality_weights(df)
+                out["gates"] = {m: float(gates[m].iloc[0]) for m in gates.columns}
             if explain:
                 entry = model.explain(df)
                 explanation = {k: entry.get(k, []) for k in ("regions", "words", "features")}
-                if path is not None and model.spec.image:
+                if path is not None and model.spec.image and df[model.spec.image].iloc[0]:
                     png = overlay_png(path, entry.get("regions", []))
                     explanation["overlay_png_base64"] = base64.b64encode(png).decode()
                 out["modalities"] = entry.get("modalities")

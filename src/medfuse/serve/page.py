@@ -79,6 +79,14 @@ form.addEventListener('submit', async (ev) => {
                 '</td></tr>';
       html += '</table>';
     }
+    if (data.gates) {
+      html += '<h3>Gate weights</h3><table id="gates">';
+      for (const [k, v] of Object.entries(data.gates))
+        html += `<tr><td>${esc(k)}</td><td><span class="bar pos" ` +
+                `style="width:${(150 * v).toFixed(0)}px"></span> ${(100 * v).toFixed(0)}%` +
+                '</td></tr>';
+      html += '</table>';
+    }
     if (ex.overlay_png_base64)
       html += '<h3>Image regions</h3><img id="overlay" alt="explanation overlay" ' +
               `src="data:image/png;base64,${ex.overlay_png_base64}">`;
@@ -95,7 +103,7 @@ form.addEventListener('submit', async (ev) => {
         '<tr><th>feature</th><th>value</th><th>contribution</th></tr>';
       for (const f of ex.features) {
         const w = (80 * Math.abs(f.score) / (max || 1)).toFixed(0);
-        html += `<tr><td>${esc(f.name)}</td><td>${esc(f.value)}</td><td>` +
+        html += `<tr><td>${esc(f.name)}</td><td>${esc(f.value ?? "not given")}</td><td>` +
           `<span class="bar ${f.score >= 0 ? 'pos' : 'neg'}" style="width:${w}px"></span> ` +
           `${f.score.toFixed(4)}</td></tr>`;
       }
@@ -109,14 +117,20 @@ form.addEventListener('submit', async (ev) => {
 """
 
 
-def _field(col: str, kind: str, categories: list[str]) -> str:
+_OPTIONAL = ' <small>(optional)</small>'
+
+
+def _field(col: str, kind: str, categories: list[str], optional: bool = False) -> str:
     name = escape(col)
+    required, note = ("", _OPTIONAL) if optional else (" required", "")
     if kind == "continuous":
-        return (f'<label for="f_{name}">{name}</label>'
-                f'<input type="number" step="any" id="f_{name}" name="{name}" required>')
+        return (f'<label for="f_{name}">{name}{note}</label>'
+                f'<input type="number" step="any" id="f_{name}" name="{name}"{required}>')
     options = "".join(f'<option value="{escape(c)}">{escape(c)}</option>' for c in categories)
-    return (f'<label for="f_{name}">{name}</label><select id="f_{name}" name="{name}" required>'
-            f'<option value="" disabled selected>choose…</option>{options}</select>')
+    first = ('<option value="" selected>not known</option>' if optional
+             else '<option value="" disabled selected>choose…</option>')
+    return (f'<label for="f_{name}">{name}{note}</label>'
+            f'<select id="f_{name}" name="{name}"{required}>{first}{options}</select>')
 
 
 def render_page(model: Any, token_required: bool = False) -> str:
@@ -124,17 +138,22 @@ def render_page(model: Any, token_required: bool = False) -> str:
     import json
 
     spec = model.spec
+    optional = bool(model.clf.handles_missing)  # any input may be left out
     parts = []
+    if optional:
+        parts.append('<p id="optional-note"><small>This model was trained to predict from '
+                     'whichever inputs you have: leave out what is not available.</small></p>')
     if token_required:
         parts.append('<label for="token">Access token</label>'
                      '<input type="password" id="token" autocomplete="off">')
     if spec.image:
-        parts.append('<label for="image">Image (PNG, JPEG or DICOM)</label>'
-                     '<input type="file" id="image" name="image" required '
+        parts.append(f'<label for="image">Image (PNG, JPEG or DICOM){_OPTIONAL * optional}'
+                     '</label><input type="file" id="image" name="image"'
+                     f'{"" if optional else " required"} '
                      'accept="image/png,image/jpeg,.dcm,.dicom,application/dicom">'
                      '<img id="preview" alt="preview">')
     for col, kind in spec.tabular.items():
-        parts.append(_field(col, kind, model.categories.get(col, [])))
+        parts.append(_field(col, kind, model.categories.get(col, []), optional))
     if spec.text:
         parts.append(f'<label for="text">{escape(spec.text)}</label>'
                      '<textarea id="text" name="text"></textarea>')
