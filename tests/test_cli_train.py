@@ -75,6 +75,23 @@ def test_explain_writes_json_and_figures(trained: Path, tiny_dir: Path, tmp_path
     assert (out / "index.html").is_file() and list(out.glob("row*_image.png"))
 
 
+def test_explain_a_hybrid_run(tiny_config: Path, tiny_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "hybrid"
+    res = run("train", str(tiny_config), "--out", str(run_dir), "--set", "model.kind=hybrid",
+              "--set", "model.head=lr", "--set", "model.text_features=tfidf")
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "why"
+    res = run("explain", str(run_dir), "--data", str(tiny_dir / "data.csv"), "--rows", "2",
+              "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((out / "explanations.json").read_text())
+    assert doc["estimator"] == "HybridClassifier" and len(doc["rows"]) == 2
+    for r in doc["rows"]:
+        assert sum(r["modalities"].values()) == pytest.approx(1.0, abs=1e-6)
+        assert r["words"] and r["features"]
+    assert (out / "index.html").is_file() and len(list(out.glob("row*_image.png"))) == 2
+
+
 def test_evaluate_and_predict(trained: Path, tiny_dir: Path, tmp_path: Path) -> None:
     res = run("evaluate", str(trained), "--data", str(tiny_dir / "data.csv"), "--out",
               str(tmp_path / "ev"))

@@ -325,3 +325,20 @@ def test_service_predicts_without_an_image(
                 page_.screenshot(path=str(tmp_path / "no-image.png"), full_page=True)
             finally:
                 browser.close()
+
+
+def test_cli_train_with_modality_dropout(tiny_config: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "medfuse", "train", str(tiny_config), "--out",
+                          str(out), "--set", "model.modality_dropout=0.3", "--set",
+                          "model.fusion=late", "--set", "model.aux_loss=0.2"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    subsets = json.loads((out / "modality_subsets.json").read_text())
+    n = json.loads((out / "metrics.json").read_text())["n"]
+    assert subsets["available"]["image+tabular+text"]["n"] == n
+    assert len(subsets["removed"]) == 7
+    html = (out / "report.html").read_text()
+    assert 'id="modality-subsets"' in html and "tabular+text" in html
+    meta = json.loads((out / "estimator.json").read_text())["params"]
+    assert meta["modality_dropout"] == 0.3 and meta["aux_loss"] == 0.2

@@ -107,6 +107,7 @@ SECTIONS: dict[str, str] = {
     "calibration": "Calibration",
     "subgroups": "Subgroups",
     "ablation": "Ablation",
+    "modality-subsets": "Missing modalities",
     "model-card": "Model card",
 }
 NOT_AVAILABLE = "not available for this run"
@@ -1012,6 +1013,24 @@ def _subgroups_section(rows: Any, problem: str | None) -> str:
     return _section("subgroups", intro + _table(list(SUBGROUP_COLUMNS), body))
 
 
+def _subsets_section(subsets: Mapping[str, Any]) -> str:
+    """Metrics with each subset of modalities, and per group of rows by available modalities."""
+    keys = ("accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity")
+    parts = ["<p>This model was trained with modality dropout: it predicts rows that lack a "
+             "modality from the others. Each row of the first table leaves the other "
+             "modalities out of every test row (<code>modality_subsets.json</code>).</p>"]
+    for title, key, first in (("modalities used", "removed", None),
+                              ("modalities the rows have", "available", "n")):
+        groups: Mapping[str, Mapping[str, Any]] = subsets.get(key) or {}
+        cols = [c for c in (first, *keys) if c]
+        rows = [f"<tr><th>{html.escape(str(name))}</th>"
+                + "".join(_num(m.get(c)) for c in cols) + "</tr>"
+                for name, m in groups.items()]
+        if rows:
+            parts.append(_table([title, *cols], rows))
+    return _section("modality-subsets", "\n".join(parts))
+
+
 def _ablation_section(ablation: Any) -> str:
     models: Mapping[str, Mapping[str, Any]] = ablation.get("models") or {}
     comparison: Mapping[str, Any] = ablation.get("comparison") or {}
@@ -1117,7 +1136,8 @@ def build_report(run: Path, out: Path | None = None) -> Path:
         The run directory. Required: ``metrics.json`` and ``predictions.csv``. Optional
         (their parts say "not available for this run" when absent): ``config.yaml``,
         ``logs/metrics.csv``, ``data_report.json``, ``subgroups.json`` and
-        ``ablation.json`` (the ablation section appears only when it exists).
+        ``ablation.json`` (the ablation section appears only when it exists), and
+        ``modality_subsets.json`` (models trained with modality dropout).
     out
         The HTML file to write; default ``run/report.html``.
 
@@ -1153,6 +1173,7 @@ def build_report(run: Path, out: Path | None = None) -> Path:
     if isinstance(subgroups, dict) and isinstance(subgroups.get("rows"), list):
         subgroups = subgroups["rows"]
     ablation, _ = _read_json(run / "ablation.json")
+    subsets, _ = _read_json(run / "modality_subsets.json")
 
     plots = _Plots(run / "plots")
     builders: list[Callable[[], str]] = [
@@ -1165,6 +1186,8 @@ def build_report(run: Path, out: Path | None = None) -> Path:
     ]
     if isinstance(ablation, dict):
         builders.append(lambda: _ablation_section(ablation))
+    if isinstance(subsets, dict):
+        builders.append(lambda: _subsets_section(subsets))
     builders.append(lambda: _model_card(metrics, cfg, preds, subgroups, report))
     sections = [build() for build in builders]
 
