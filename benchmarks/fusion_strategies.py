@@ -5,7 +5,7 @@ Usage:  .venv/bin/python benchmarks/fusion_strategies.py [--rows 1000] [--out DI
 On one shared split (grouped by patient and near-duplicate image) it trains
 - one model per single modality, and a tabular + text model;
 - ``concat``, ``gated`` and ``late`` fusion, each as configured in ``configs/synth_derm.yaml``
-  and each with modality dropout (``--dropout``) + auxiliary losses (``--aux``);
+  and each with modality dropout (``--dropout``; ``--aux`` adds auxiliary losses, default 0);
 and evaluates each fused model on the test rows with every modality, and the models
 trained with modality dropout also with the image (and each other modality) left out
 (``predict_proba(without=...)``).
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dropout", type=float, default=0.3, help="modality dropout")
-    ap.add_argument("--aux", type=float, default=0.3, help="auxiliary loss weight")
+    ap.add_argument("--aux", type=float, default=0.0, help="auxiliary loss weight")
     ap.add_argument("--fusions", default="concat,gated,late")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-fusion"))
     args = ap.parse_args()

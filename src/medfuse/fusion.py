@@ -1,16 +1,18 @@
 """Fusion of per-modality encoders into one classifier.
 
 ``concat``: concatenate the encoders' outputs -> MLP head (fastai ``image_tabular``).
-``gated``: project each modality to a common width, weight the projections with
-a learned, input-dependent softmax gate, sum -> MLP head; the gate's weights are
-reported per prediction (:meth:`FusionModel.gates`).
+``gated``: project each modality to a common width, scale each projection by a
+learned, input-dependent gate in (0, 1) (a sigmoid of a linear map of all the
+modalities' features), side by side -> MLP head; the gates, normalised to sum to 1,
+are reported per prediction (:meth:`FusionModel.gates`). Independent gates keep the
+other modalities' scale when one is missing (a softmax would inflate them).
 ``late``: one MLP head per modality, logits averaged.
 
 Missing modalities: a model built with ``missing=True`` reads the batch field
 ``present`` (``(B, M)``, 1 where row ``b`` has modality ``m``, in the encoders'
 order). A missing modality's features are replaced by a learned "missing" vector
-(``concat``), left out of the gate's softmax (``gated``) or of the average of the
-logits (``late``). ``modality_dropout`` hides each modality of each training row
+(``concat``; ``gated``: as the gate's input, and it gets no gate weight) or left out of
+the average of the logits (``late``). ``modality_dropout`` hides each modality of each training row
 with that probability (never all of a row's modalities), so the model learns to
 predict from what is there. ``aux_loss`` adds, with that weight, the
 cross-entropy of a linear head per modality (on its own features; for ``late``,
@@ -129,7 +131,7 @@ class FusionModel(nn.Module):
         self.modality_dropout = float(modality_dropout)
         self.aux_loss = float(aux_loss)
         dims = {k: output_dim(e) for k, e in encoders.items()}
-        if missing and fusion == "concat":
+        if missing and fusion != "late":
             self.absent = nn.ParameterDict({k: nn.Parameter(torch.zeros(d))
                                             for k, d in dims.items()})
         if fusion == "concat":
@@ -138,7 +140,7 @@ class FusionModel(nn.Module):
             width = hidden_dims[0] if hidden_dims else 128
             self.proj = nn.ModuleDict({k: nn.Linear(d, width) for k, d in dims.items()})
             self.gate = nn.Linear(sum(dims.values()), len(dims))
-            self.head = mlp(width, hidden_dims[1:], n_classes, dropout)
+            self.head = mlp(width * len(dims), hidden_dims[1:], n_classes, dropout)
         else:
             self.heads = nn.ModuleDict(
                 {k: mlp(d, hidden_dims, n_classes, dropout) for k, d in dims.items()}
@@ -170,18 +172,20 @@ class FusionModel(nn.Module):
     def _fuse(self, feats: dict[str, torch.Tensor], present: torch.Tensor | None
               ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits, and for ``gated`` the gate weights ``(B, M)``."""
+        if present is not None and self.fusion != "late":  # the learned "missing" vectors
+            feats = {k: torch.where(present[:, i:i + 1] > 0, f, self.absent[k].to(f.dtype))
+                     for i, (k, f) in enumerate(feats.items())}
         if self.fusion == "concat":
-            if present is not None:
-                feats = {k: torch.where(present[:, i:i + 1] > 0, f, self.absent[k].to(f.dtype))
-                         for i, (k, f) in enumerate(feats.items())}
             return self.head(torch.cat(list(feats.values()), dim=1)), None
         if self.fusion == "gated":
-            scores = self.gate(torch.cat(list(feats.values()), dim=1))
+            gates = torch.sigmoid(self.gate(torch.cat(list(feats.values()), dim=1)))
             if present is not None:  # absent modalities get no weight
-                scores = scores.masked_fill(present <= 0, torch.finfo(scores.dtype).min)
-            weights = torch.softmax(scores, dim=1)
+                gates = gates * present.to(gates.dtype)
             projected = torch.stack([torch.relu(self.proj[k](f)) for k, f in feats.items()], 1)
-            return self.head((weights.unsqueeze(-1) * projected).sum(1)), weights
+            # each modality's embedding scaled by its own gate in (0, 1), side by side
+            fused = (gates.unsqueeze(-1) * projected).flatten(1)
+            weights = gates / gates.sum(1, keepdim=True).clamp_min(1e-12)
+            return self.head(fused), weights
         logits = torch.stack([self.heads[k](f) for k, f in feats.items()], dim=1)  # (B, M, C)
         if present is None:
             return logits.mean(1), None
@@ -208,7 +212,7 @@ class FusionModel(nn.Module):
         return logits, aux, present
 
     def gates(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Gate weights ``(B, M)`` of a ``gated`` model (rows sum to 1 over present modalities)."""
+        """Normalised gates ``(B, M)`` of a ``gated`` model (rows sum to 1; absent: 0)."""
         if self.fusion != "gated":
             raise ValueError(f"gate weights exist for fusion='gated' only; this is {self.fusion!r}")
         return self._fuse(self.encode(batch), self.presence(batch))[1]  # type: ignore[return-value]
