@@ -47,6 +47,13 @@ function shade(score, max) {
   const a = Math.min(1, Math.abs(score) / (max || 1));
   return score >= 0 ? `rgba(192,57,43,${a.toFixed(2)})` : `rgba(46,134,193,${a.toFixed(2)})`;
 }
+function shares(title, id, values) {  // {name: share in [0, 1]} as a table of bars
+  let t = `<h3>${title}</h3><table id="${id}">`;
+  for (const [k, v] of Object.entries(values))
+    t += `<tr><td>${esc(k)}</td><td><span class="bar pos" ` +
+         `style="width:${(150 * v).toFixed(0)}px"></span> ${(100 * v).toFixed(0)}%</td></tr>`;
+  return t + '</table>';
+}
 form.addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const out = document.getElementById('result');
@@ -71,22 +78,8 @@ form.addEventListener('submit', async (ev) => {
       `<small>(threshold ${data.threshold.toFixed(3)})</small></p>`;
     for (const w of data.warnings || []) html += `<p class="warn">⚠ ${esc(w)}</p>`;
     const ex = data.explanation || {};
-    if (data.modalities) {
-      html += '<h3>Modalities</h3><table>';
-      for (const [k, v] of Object.entries(data.modalities))
-        html += `<tr><td>${esc(k)}</td><td><span class="bar pos" ` +
-                `style="width:${(150 * v).toFixed(0)}px"></span> ${(100 * v).toFixed(0)}%` +
-                '</td></tr>';
-      html += '</table>';
-    }
-    if (data.gates) {
-      html += '<h3>Gate weights</h3><table id="gates">';
-      for (const [k, v] of Object.entries(data.gates))
-        html += `<tr><td>${esc(k)}</td><td><span class="bar pos" ` +
-                `style="width:${(150 * v).toFixed(0)}px"></span> ${(100 * v).toFixed(0)}%` +
-                '</td></tr>';
-      html += '</table>';
-    }
+    if (data.modalities) html += shares('Modalities', 'modalities', data.modalities);
+    if (data.gates) html += shares('Gate weights', 'gates', data.gates);
     if (ex.overlay_png_base64)
       html += '<h3>Image regions</h3><img id="overlay" alt="explanation overlay" ' +
               `src="data:image/png;base64,${ex.overlay_png_base64}">`;
