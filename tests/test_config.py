@@ -79,7 +79,7 @@ def test_wrong_type_names_key_and_value() -> None:
 
 def test_policy_value_checked() -> None:
     with pytest.raises(ConfigError, match=r"'data.policy.missing_image' must be one of"):
-        load_config("br35h", ["data.policy.missing_image=keep"])
+        load_config("br35h", ["data.policy.missing_image=ignore"])
 
 
 @pytest.mark.parametrize("bad", ["train.max_epochs", "=3", "train.max_epochs.x=1"])
