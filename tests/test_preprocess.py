@@ -80,7 +80,7 @@ def test_preprocessor_save_load_and_dataset(
     for key, value in a[3].items():
         assert torch.equal(value, b[3][key]), key
     batch = next(iter(DataLoader(a, batch_size=5)))
-    assert set(batch) == {"image", "tabular_cat", "tabular_cont", "text", "target"}
+    assert set(batch) == {"image", "tabular_cat", "tabular_cont", "text", "present", "target"}
     assert batch["image"].shape == (5, 3, 224, 224)
     assert batch["tabular_cat"].dtype == torch.long and batch["text"].shape == (5, 8)
     dcm = MultimodalDataset(df[df["image"].str.endswith(".dcm")], pre)
