@@ -103,7 +103,8 @@ def test_dataset_has_only_present_modalities(
     spec = DataSpec.model_validate({"target": "label", **modalities})
     df, _ = load_table(tiny_dir / "data.csv", spec)
     ds = MultimodalDataset(df, Preprocessor(spec, min_token_freq=1).fit(df))
-    assert set(ds[0]) == keys
+    assert set(ds[0]) == keys | {"present"}  # which modalities the row has
+    assert ds[0]["present"].tolist() == [1.0] * len(spec.modalities)
     assert set(MultimodalDataset(df.drop(columns="label"), ds.pre)[0]) == keys - {"target"}
 
 
