@@ -18,14 +18,12 @@ Targets (issue 8):
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
-from medfuse.config import load_config
-from medfuse.data import holdout_split, load_data
+from synth_derm_modalities import synth_derm_args, synth_derm_split  # benchmarks/
+
 from medfuse.estimators import FusionClassifier
 from medfuse.evaluation.metrics import classification_metrics
 from medfuse.runs import peak_rss_mb
@@ -46,21 +44,12 @@ def _scores(clf: FusionClassifier, test: Any, without: tuple[str, ...] = ()) -> 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rows", type=int, default=1000)
-    ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = synth_derm_args(__doc__, 1000, "runs/bench-fusion")
     ap.add_argument("--dropout", type=float, default=0.3, help="modality dropout")
     ap.add_argument("--aux", type=float, default=0.0, help="auxiliary loss weight")
     ap.add_argument("--fusions", default="concat,gated,late")
-    ap.add_argument("--out", type=Path, default=Path("runs/bench-fusion"))
     args = ap.parse_args()
-    cfg = load_config("synth_derm", [
-        f"data.dataset_options={{n_rows: {args.rows}, image_size: {args.image_size}, "
-        f"seed: {args.seed}}}",
-    ])
-    df, _ = load_data(cfg.data)
-    split = holdout_split(df, cfg.data, seed=cfg.train.seed)  # one split, shared by all models
+    cfg, df, split = synth_derm_split(args)
     train, valid, test = df.iloc[split.train], df.iloc[split.valid], df.iloc[split.test]
     results: dict[str, Any] = {}
 

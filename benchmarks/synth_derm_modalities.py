@@ -12,6 +12,9 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from medfuse.config import load_config
 from medfuse.data import holdout_split, load_data
@@ -26,19 +29,29 @@ SUBSETS = {
 }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rows", type=int, default=1500)
+def synth_derm_args(description: str | None, rows: int, out: str) -> argparse.ArgumentParser:
+    """The options every synth-derm benchmark takes: --rows, --image-size, --seed, --out."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--rows", type=int, default=rows)
     ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("runs/bench-synth-derm"))
-    args = ap.parse_args()
+    ap.add_argument("--seed", type=int, default=0, help="seed of the generated dataset")
+    ap.add_argument("--out", type=Path, default=Path(out))
+    return ap
+
+
+def synth_derm_split(args: argparse.Namespace) -> tuple[Any, pd.DataFrame, Any]:
+    """``(cfg, df, split)``: the generated table and one split shared by all models."""
     cfg = load_config("synth_derm", [
         f"data.dataset_options={{n_rows: {args.rows}, image_size: {args.image_size}, "
         f"seed: {args.seed}}}",
     ])
     df, _ = load_data(cfg.data)
-    split = holdout_split(df, cfg.data, seed=cfg.train.seed)  # one split, shared by all models
+    return cfg, df, holdout_split(df, cfg.data, seed=cfg.train.seed)
+
+
+def main() -> None:
+    args = synth_derm_args(__doc__, 1500, "runs/bench-synth-derm").parse_args()
+    cfg, df, split = synth_derm_split(args)
     results = {}
     for name, update in SUBSETS.items():
         spec = cfg.data.model_copy(update=update)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -134,3 +136,24 @@ model: {{image_backbone: small_cnn, pretrained: none, image_size: 32, hidden_dim
 train: {{max_epochs: 1, batch_size: 8}}
 """)
     return cfg
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (make test installs it as root)
+
+
+@pytest.fixture()
+def chromium_page() -> Iterator[Any]:
+    """A Playwright page in headless Debian Chromium; skips without playwright / chromium."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("needs playwright")
+    if not CHROMIUM.exists():
+        pytest.skip(f"needs {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM),
+                                    args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()

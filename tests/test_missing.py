@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -275,56 +277,62 @@ def test_hybrid_refuses_kept_missing_images(tiny_dir: Path) -> None:
         HybridClassifier(_spec(missing_image="keep"), extractor="frozen").fit(raw)
 
 
-def test_service_predicts_without_an_image(
-    robust: tuple[FusionClassifier, pd.DataFrame, Path], tmp_path: Path
-) -> None:
-    """A real ``medfuse serve``: no image (and no age) still gets a prediction, equal to
-    the model's ``without=["image"]``; the gates come back; nothing at all is a 422. The page
-    marks inputs optional and, in Chromium, predicts from text + tabular alone."""
-    httpx = pytest.importorskip("httpx")
+@pytest.fixture(scope="module")
+def robust_server(robust: tuple[FusionClassifier, pd.DataFrame, Path]) -> Iterator[str]:
+    """A real ``medfuse serve`` process over the ``robust`` model."""
+    pytest.importorskip("httpx")
     from medfuse.benchmark.serving import running_server
 
-    clf, df, run = robust
+    with running_server(robust[2]) as server:
+        yield server.url
+
+
+def test_service_predicts_without_an_image(
+    robust: tuple[FusionClassifier, pd.DataFrame, Path], robust_server: str
+) -> None:
+    """No image (and no age) still gets a prediction, equal to the model's
+    ``without=["image"]``; the gates come back; nothing at all is a 422; the page marks
+    inputs optional."""
+    import httpx
+
+    clf, df, _ = robust
+    url = robust_server
     row = df.iloc[5]
-    with running_server(run) as server:
-        info = httpx.get(f"{server.url}/api/model", timeout=30).json()
-        assert info["handles_missing"] is True
-        body = {"tabular": {"sex": row["sex"], "age": float(row["age"])}, "text": row["note"]}
-        r = httpx.post(f"{server.url}/api/predict", json=body, timeout=60)
-        assert r.status_code == 200, r.text
-        out = r.json()
-        expected = clf.predict_proba(df.iloc[[5]], without=["image"])[0, 1]
-        assert out["probability"] == pytest.approx(expected, abs=1e-5)
-        assert out["missing"] == ["image"] and out["gates"]["image"] == 0.0
-        assert any("predicted from tabular + text" in w for w in out["warnings"])
-        r = httpx.post(f"{server.url}/api/predict", json={"tabular": {"sex": "male"}},
-                       timeout=60)  # no age either: imputed, as in training
-        assert r.status_code == 200, r.text
-        assert r.json()["missing"] == ["image", "text"]
-        r = httpx.post(f"{server.url}/api/predict", json={}, timeout=60)
-        assert r.status_code == 422 and "at least one of" in r.text
-        page = httpx.get(f"{server.url}/", timeout=30).text
-        assert 'id="optional-note"' in page and 'name="image" required' not in page
+    info = httpx.get(f"{url}/api/model", timeout=30).json()
+    assert info["handles_missing"] is True
+    body = {"tabular": {"sex": row["sex"], "age": float(row["age"])}, "text": row["note"]}
+    r = httpx.post(f"{url}/api/predict", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    expected = clf.predict_proba(df.iloc[[5]], without=["image"])[0, 1]
+    assert out["probability"] == pytest.approx(expected, abs=1e-5)
+    assert out["missing"] == ["image"] and out["gates"]["image"] == 0.0
+    assert any("predicted from tabular + text" in w for w in out["warnings"])
+    r = httpx.post(f"{url}/api/predict", json={"tabular": {"sex": "male"}},
+                   timeout=60)  # no age either: imputed, as in training
+    assert r.status_code == 200, r.text
+    assert r.json()["missing"] == ["image", "text"]
+    r = httpx.post(f"{url}/api/predict", json={}, timeout=60)
+    assert r.status_code == 422 and "at least one of" in r.text
+    page = httpx.get(f"{url}/", timeout=30).text
+    assert 'id="optional-note"' in page and 'name="image" required' not in page
 
-        if not Path("/usr/bin/chromium").exists():
-            return
-        from playwright.sync_api import sync_playwright
 
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                        args=["--no-sandbox", "--disable-gpu"])
-            try:
-                page_ = browser.new_page()
-                page_.goto(server.url + "/")
-                page_.select_option("#f_sex", str(row["sex"]))
-                page_.fill("#text", str(row["note"]))
-                page_.click("#submit")
-                page_.wait_for_selector("#probability", timeout=60_000)
-                page_.wait_for_selector("#gates", timeout=60_000)
-                assert "predicted from tabular + text" in page_.inner_text("#result")
-                page_.screenshot(path=str(tmp_path / "no-image.png"), full_page=True)
-            finally:
-                browser.close()
+def test_page_predicts_without_an_image_in_chromium(
+    robust: tuple[FusionClassifier, pd.DataFrame, Path], robust_server: str,
+    chromium_page: Any, tmp_path: Path,
+) -> None:
+    row = robust[1].iloc[5]
+    page = chromium_page
+    page.goto(robust_server + "/")
+    page.select_option("#f_sex", str(row["sex"]))
+    page.fill("#text", str(row["note"]))
+    page.click("#submit")
+    page.wait_for_selector("#probability", timeout=60_000)
+    page.wait_for_selector("#gates", timeout=60_000)
+    assert "predicted from tabular + text" in page.inner_text("#result")
+    page.screenshot(path=str(tmp_path / "no-image.png"), full_page=True)
+    assert (tmp_path / "no-image.png").stat().st_size > 0
 
 
 def test_cli_train_with_modality_dropout(tiny_config: Path, tmp_path: Path) -> None:

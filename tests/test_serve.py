@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -264,34 +265,18 @@ def test_app_uses_onnx_when_exported(run_dir: Path, tiny_dir: Path, tmp_path: Pa
     assert res.status_code == 200 and res.json()["backend"] == "onnxruntime"
 
 
-def _playwright_available() -> bool:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return False
-    return Path("/usr/bin/chromium").exists()
-
-
-@pytest.mark.skipif(not _playwright_available(), reason="needs playwright and /usr/bin/chromium")
-def test_web_page_in_chromium(server: str, tiny_dir: Path, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page()
-            page.goto(server + "/")
-            page.fill("#token", TOKEN)
-            page.set_input_files("#image", str(tiny_dir / "img" / "01.png"))
-            page.fill("#f_age", "41")
-            page.select_option("#f_sex", "female")
-            page.fill("#text", "lesion has grown")
-            page.click("#submit")
-            page.wait_for_selector("#probability", timeout=60_000)
-            page.wait_for_selector("#overlay", timeout=60_000)
-            assert "%" in page.inner_text("#probability")
-            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-        finally:
-            browser.close()
+def test_web_page_in_chromium(server: str, tiny_dir: Path, tmp_path: Path,
+                              chromium_page: Any) -> None:
+    page = chromium_page
+    page.goto(server + "/")
+    page.fill("#token", TOKEN)
+    page.set_input_files("#image", str(tiny_dir / "img" / "01.png"))
+    page.fill("#f_age", "41")
+    page.select_option("#f_sex", "female")
+    page.fill("#text", "lesion has grown")
+    page.click("#submit")
+    page.wait_for_selector("#probability", timeout=60_000)
+    page.wait_for_selector("#overlay", timeout=60_000)
+    assert "%" in page.inner_text("#probability")
+    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     assert (tmp_path / "page.png").stat().st_size > 0

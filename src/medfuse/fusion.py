@@ -12,11 +12,11 @@ Missing modalities: a model built with ``missing=True`` reads the batch field
 ``present`` (``(B, M)``, 1 where row ``b`` has modality ``m``, in the encoders'
 order). A missing modality's features are replaced by a learned "missing" vector
 (``concat``; ``gated``: as the gate's input, and it gets no gate weight) or left out of
-the average of the logits (``late``). ``modality_dropout`` hides each modality of each training row
-with that probability (never all of a row's modalities), so the model learns to
-predict from what is there. ``aux_loss`` adds, with that weight, the
-cross-entropy of a linear head per modality (on its own features; for ``late``,
-of its own head), which keeps every encoder informative on its own.
+the average of the logits (``late``). ``modality_dropout`` hides each modality of each
+training row with that probability (never all of a row's modalities), so the model
+learns to predict from what is there. ``aux_loss`` adds, with that weight, the
+cross-entropy of a linear head per modality (on its own features; for ``late``, of its
+own head), which pushes every encoder to be informative on its own.
 
 The model loops over a ``dict`` of encoders; no per-modality code:
 

@@ -131,10 +131,11 @@ def modality_subsets(clf: Estimator, df: pd.DataFrame) -> dict[str, Any]:
     modalities = list(clf.spec.modalities)
     y = clf.pre_.encode_target(df[clf.spec.target]).numpy()
     removed: dict[str, Any] = {}
+    full = clf.predict_proba(df)
     for k in range(len(modalities), 0, -1):
         for used in combinations(modalities, k):
             without = [m for m in modalities if m not in used]
-            proba = clf.predict_proba(df, without=without)
+            proba = clf.predict_proba(df, without=without) if without else full
             removed["+".join(used)] = classification_metrics(y, proba, threshold=clf.threshold_)
     # which modalities each row really has (validated as for prediction: empty cells kept)
     from medfuse.data.validation import validate_table
@@ -144,13 +145,12 @@ def modality_subsets(clf: Estimator, df: pd.DataFrame) -> dict[str, Any]:
     has = presence(clean, clf.spec).astype(bool)
     names = np.array(["+".join(m for m, h in zip(modalities, row, strict=True) if h)
                       for row in has])
-    proba = clf.predict_proba(df)
     available: dict[str, Any] = {}
     for name in sorted(set(names.tolist()), key=lambda n: (-n.count("+"), n)):
         rows = names == name
         available[name or "none"] = {
             "n": int(rows.sum()),
-            **classification_metrics(y[rows], proba[rows], threshold=clf.threshold_),
+            **classification_metrics(y[rows], full[rows], threshold=clf.threshold_),
         }
     return {"modalities": modalities, "removed": removed, "available": available}
 

@@ -132,17 +132,18 @@ def presence(df: pd.DataFrame, spec: DataSpec) -> np.ndarray:
     >>> presence(pd.DataFrame({"age": [50.0, None], "note": ["", "ok"]}), spec).tolist()
     [[1.0, 0.0], [0.0, 1.0]]
     """
-    cols: list[np.ndarray] = []
-    n = len(df)
+    none = np.zeros(len(df), bool)
+
+    def filled(col: str | None) -> np.ndarray:  # a non-blank path / text
+        if col not in df.columns:
+            return none
+        return (df[col].fillna("").astype(str).str.strip() != "").to_numpy()
+
+    cols = []
     for modality in spec.modalities:
-        if modality == "image":
-            has = (df[spec.image].fillna("").astype(str).str.strip() != "").to_numpy() \
-                if spec.image in df.columns else np.zeros(n, bool)
-        elif modality == "tabular":
+        if modality == "tabular":
             names = [c for c in spec.tabular if c in df.columns]
-            has = df[names].notna().any(axis=1).to_numpy() if names else np.zeros(n, bool)
+            cols.append(df[names].notna().any(axis=1).to_numpy() if names else none)
         else:
-            has = (df[spec.text].fillna("").astype(str).str.strip() != "").to_numpy() \
-                if spec.text in df.columns else np.zeros(n, bool)
-        cols.append(has)
-    return np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
+            cols.append(filled(spec.image if modality == "image" else spec.text))
+    return np.stack(cols, axis=1).astype(np.float32)

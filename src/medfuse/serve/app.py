@@ -341,8 +341,9 @@ def _check_pixels(path: Path, max_pixels: int) -> None:
 
 
 def _validate(model: ServedModel, inputs: Inputs, image_path: Path | None,
-              max_pixels: int) -> tuple[pd.DataFrame, list[str]]:
-    """A one-row table for the model plus warnings; :class:`InputError` on bad input."""
+              max_pixels: int) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """A one-row table for the model, warnings and the modalities the request lacks;
+    :class:`InputError` on bad input."""
     from medfuse.data.images import read_image
     from medfuse.data.tabular import UNKNOWN
 
@@ -422,7 +423,7 @@ def _validate(model: ServedModel, inputs: Inputs, image_path: Path | None,
                         f"{' + '.join(m for m in spec.modalities if m not in missing)} alone")
     if spec.group:  # patient ids only group rows in training; one request is one patient
         row[spec.group] = "request"
-    return pd.DataFrame([row]), warnings
+    return pd.DataFrame([row]), warnings, missing
 
 
 _FIELDS = {"image": "'image'", "tabular": "the tabular fields", "text": "'text'"}
@@ -590,7 +591,7 @@ def create_app(run: Path, token: str | None = None, audit_db: Path | None = None
             if inputs.image is not None:
                 path = Path(tmp) / ("upload" + _suffix(inputs.image, inputs.image_name))
                 path.write_bytes(inputs.image)
-            df, warnings = _validate(model, inputs, path, max_pixels)
+            df, warnings, missing = _validate(model, inputs, path, max_pixels)
             try:
                 proba = model.predict_proba(df)
             except DataError as e:
@@ -609,8 +610,7 @@ def create_app(run: Path, token: str | None = None, audit_db: Path | None = None
                 "decision": decision,
                 "threshold": float(model.clf.threshold_),
                 "modalities": None,
-                "missing": missing_modalities(model.spec, {str(k): v for k, v in
-                                                           df.iloc[0].items()}),
+                "missing": missing,
                 "warnings": warnings,
                 "backend": model.backend,
             }
