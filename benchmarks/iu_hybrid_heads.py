@@ -1,6 +1,7 @@
 """IU X-ray hybrid: head settings compared on the same in-fold features of the same 5 folds.
 
-Usage:  .venv/bin/python benchmarks/iu_hybrid_heads.py [--text-features none] [--out DIR]
+Usage:  .venv/bin/python benchmarks/iu_hybrid_heads.py [--text-features none]
+        [--no-extractor-tabular] [--out DIR]
 
 The folds, the validation carve and the in-fold word-CNN extractor are exactly those of
 ``medfuse cv iu_xray_hybrid --folds 5``; each fold's features are extracted once and every
@@ -22,16 +23,17 @@ from medfuse.data.splits import carve, group_labels
 from medfuse.evaluation.metrics import classification_metrics
 from medfuse.hybrid import HybridClassifier
 
-SHIPPED = {"n_estimators": 800, "max_depth": 2, "learning_rate": 0.02, "subsample": 0.8}
+BASE = {  # the first shipped head
+   "n_estimators": 800, "max_depth": 2, "learning_rate": 0.02, "subsample": 0.8}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "xgb_shipped": ("xgboost", SHIPPED),
-    "xgb_colsample0.5": ("xgboost", {**SHIPPED, "colsample_bytree": 0.5}),
-    "xgb_colsample0.3_1500": ("xgboost", {**SHIPPED, "colsample_bytree": 0.3,
+    "xgb_base": ("xgboost", BASE),
+    "xgb_colsample0.5": ("xgboost", {**BASE, "colsample_bytree": 0.5}),
+    "xgb_colsample0.3_1500": ("xgboost", {**BASE, "colsample_bytree": 0.3,
                                           "n_estimators": 1500, "learning_rate": 0.01}),
-    "xgb_d3_mcw5": ("xgboost", {**SHIPPED, "max_depth": 3, "min_child_weight": 5,
+    "xgb_d3_mcw5": ("xgboost", {**BASE, "max_depth": 3, "min_child_weight": 5,
                                 "colsample_bytree": 0.5}),
-    "xgb_lambda10": ("xgboost", {**SHIPPED, "reg_lambda": 10.0, "colsample_bytree": 0.5}),
-    "xgb_d1_2000": ("xgboost", {**SHIPPED, "max_depth": 1, "n_estimators": 2000,
+    "xgb_lambda10": ("xgboost", {**BASE, "reg_lambda": 10.0, "colsample_bytree": 0.5}),
+    "xgb_d1_2000": ("xgboost", {**BASE, "max_depth": 1, "n_estimators": 2000,
                                 "learning_rate": 0.05}),
     "lr_C0.1": ("lr", {"C": 0.1}),
     "lr_C1": ("lr", {"C": 1.0}),
@@ -42,14 +44,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--text-features", default="none")
+    ap.add_argument("--no-extractor-tabular", action="store_true",
+                    help="train the in-fold network on the text only (the first config)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-iu-hybrid-heads"))
     args = ap.parse_args()
-    cfg = load_config("iu_xray_hybrid", [f"model.text_features={args.text_features}"])
+    cfg = load_config("iu_xray_hybrid", [f"model.text_features={args.text_features}",
+                                         f"model.extractor_tabular={not args.no_extractor_tabular}"])
     df, _ = load_data(cfg.data)
     groups, _ = group_labels(df, cfg.data)
     splits, _ = kfold_splits(df, cfg.data, args.folds, seed=cfg.train.seed, groups=groups)
     y_all = df[cfg.data.target].astype(str).to_numpy()
-    scores: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    variants = {"xgb_shipped": (cfg.model.head, dict(cfg.model.head_params)), **VARIANTS}
+    scores: dict[str, list[float]] = {k: [] for k in variants}
     for i, (train_idx, test_idx) in enumerate(splits):
         rest, held = carve(y_all[train_idx], groups[train_idx], cfg.data.split.valid_size,
                            cfg.train.seed)
@@ -59,7 +65,7 @@ def main() -> None:
         X, y = clf.fit_features(train, valid)
         X_test = clf.transform(test)
         y_test = clf.pre_.encode_target(test[cfg.data.target]).numpy()
-        for name, (head, params) in VARIANTS.items():
+        for name, (head, params) in variants.items():
             clf.fit_head(X, y, head=head, head_params=params)
             m = classification_metrics(y_test, clf.predict_proba_features(X_test))
             scores[name].append(float(m["roc_auc"]))
@@ -68,7 +74,8 @@ def main() -> None:
     summary = {k: {"folds": [round(s, 4) for s in v], "mean_roc_auc": round(float(np.mean(v)), 4)}
                for k, v in scores.items()}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"heads-{args.text_features}.json").write_text(json.dumps(summary, indent=1))
+    tag = args.text_features + ("-text-only" if args.no_extractor_tabular else "")
+    (args.out / f"heads-{tag}.json").write_text(json.dumps(summary, indent=1))
     for k, v in summary.items():
         print(f"{k:24s} {v['mean_roc_auc']:.4f}  {v['folds']}")
 

@@ -123,6 +123,22 @@ def test_trained_extractor_round_trip(tiny_dir: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(loaded.predict_proba(df), clf.predict_proba(df), atol=1e-6)
 
 
+def test_extractor_trained_on_tabular_too(tiny_dir: Path, tmp_path: Path) -> None:
+    df, spec = _data(tiny_dir, {"tabular": {"age": "continuous", "sex": "categorical"},
+                                "text": "note"})
+    kw: dict[str, Any] = dict(extractor="trained", text_features="none", max_epochs=1,
+                              min_token_freq=1, progress=False, batch_size=8)
+    deep = HybridClassifier(spec, **kw).fit(df.iloc[:18], df.iloc[18:])
+    both = HybridClassifier(spec, extractor_tabular=True, **kw).fit(df.iloc[:18], df.iloc[18:])
+    assert set(deep.extractor_model_.model_.encoders) == {"text"}
+    assert set(both.extractor_model_.model_.encoders) == {"text", "tabular"}
+    tab_width = both.extractor_model_.model_.encoders["tabular"].output_dim
+    assert both.transform(df).shape[1] == deep.transform(df).shape[1] + tab_width
+    loaded = HybridClassifier.load(both.save(tmp_path / "run"))
+    assert loaded.extractor_tabular
+    np.testing.assert_allclose(loaded.predict_proba(df), both.predict_proba(df), atol=1e-6)
+
+
 def test_feature_cache_extracts_each_image_once(tiny_dir: Path, tmp_path: Path) -> None:
     from medfuse.encoders.image import ImageEncoder
 

@@ -213,6 +213,10 @@ class ModelSpec(_Spec):
         "frozen", description="frozen pretrained backbone, or a CNN trained on the training "
         "rows only (small_cnn unless image_backbone is set)"
     )
+    extractor_tabular: bool = Field(
+        False, description="extractor: trained: train the network on the tabular columns "
+        "too and add its tabular embedding to the features"
+    )
     text_features: str = Field(
         "tfidf", description="tfidf | word2vec | minilm, several joined by '+', or none"
     )

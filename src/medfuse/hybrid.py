@@ -365,6 +365,11 @@ class HybridClassifier(DecisionMixin):
         ``"trained"``: a network over the image and / or text inputs (image CNN,
         word2vec-initialised word-CNN) trained on the training rows only
         (``max_epochs``, ``lr``) and then cut before its head.
+    extractor_tabular:
+        With ``extractor="trained"``: train that network on the tabular columns as well
+        (image / text encoders learn what the tabular values do not already say) and add
+        its tabular embedding to the features. The raw tabular values always go to the
+        head.
     text_features:
         ``"tfidf"`` (word 1-2-grams, then ``text_components`` SVD components; 0 keeps the
         sparse TF-IDF), ``"word2vec"`` (mean of word vectors trained on the training
@@ -395,6 +400,7 @@ class HybridClassifier(DecisionMixin):
         "text_components", "embed_dim", "min_token_freq", "max_tokens", "head", "head_params",
         "resample", "class_weight", "cache", "cache_dir", "batch_size", "precision",
         "max_epochs", "lr", "seed", "progress", "image_pool", "image_views",
+        "extractor_tabular",
     )
 
     def __init__(
@@ -423,6 +429,7 @@ class HybridClassifier(DecisionMixin):
         progress: bool = True,
         image_pool: str = "avg",
         image_views: str = "none",
+        extractor_tabular: bool = False,
     ) -> None:
         self.spec = spec
         self.image_backbone = image_backbone
@@ -448,6 +455,7 @@ class HybridClassifier(DecisionMixin):
         self.progress = progress
         self.image_pool = image_pool
         self.image_views = image_views
+        self.extractor_tabular = extractor_tabular
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments (except ``spec``), as scikit-learn's ``get_params``."""
@@ -476,6 +484,7 @@ class HybridClassifier(DecisionMixin):
             class_weight=m.class_weight, cache=m.feature_cache, batch_size=t.batch_size,
             precision=t.precision, max_epochs=t.max_epochs, lr=t.lr, seed=t.seed,
             image_pool=m.image_pool, image_views=m.image_views,
+            extractor_tabular=m.extractor_tabular,
         )
         params.update(overrides)
         return cls(cfg.data, **params)
@@ -596,7 +605,8 @@ class HybridClassifier(DecisionMixin):
         """Train a network on the image / text inputs of the training rows only.
 
         Its encoders' outputs (the fusion layer's input, i.e. the network cut before
-        its head) become features; tabular columns go to the head directly.
+        its head) become features; tabular columns go to the head directly (and, with
+        ``extractor_tabular``, also train the network, whose tabular embedding is kept).
         """
         from medfuse.estimators import FusionClassifier
 
@@ -605,7 +615,8 @@ class HybridClassifier(DecisionMixin):
                 "extractor='trained' trains a network on the image and / or text column, "
                 "and this spec has neither; use extractor='frozen' (tabular features only)."
             )
-        deep_spec = self.spec.model_copy(update={"tabular": {}})
+        deep_spec = (self.spec if self.extractor_tabular
+                     else self.spec.model_copy(update={"tabular": {}}))
         net = FusionClassifier(
             deep_spec, image_backbone=self.backbone_, pretrained=self.weights_,
             image_size=self.image_size, text_encoder="wordcnn", embed_dim=self.embed_dim,
