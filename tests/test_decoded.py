@@ -110,6 +110,31 @@ def test_fast_extraction_equals_the_plain_loop(tiny_dir: Path, tmp_path: Path) -
     np.testing.assert_array_equal(twice[len(paths):], twice[:3])
 
 
+@pytest.mark.parametrize("size", [96, 101])  # odd sizes pad unevenly
+def test_onnx_encoder_pads_tf_same_convolutions_statically(tmp_path: Path, size: int) -> None:
+    import onnx
+    from timm.layers import Conv2dSame
+
+    from medfuse.encoders.image import ImageEncoder
+    from medfuse.extraction import OnnxEncoder, static_same_padding
+
+    enc = ImageEncoder("tf_efficientnet_lite0", pretrained="builtin", image_size=size,
+                       freeze=True).eval()
+    assert any(isinstance(m, Conv2dSame) for m in enc.modules())
+    x = torch.rand(3, 3, size, size)
+    fixed = static_same_padding(enc, x[:1])
+    assert not any(isinstance(m, Conv2dSame) for m in fixed.modules())
+    assert any(isinstance(m, Conv2dSame) for m in enc.modules())  # the original is kept
+    with torch.inference_mode():
+        expected = enc(x).numpy()
+        np.testing.assert_array_equal(fixed(x).numpy(), expected)
+    onnx_enc = OnnxEncoder(enc, size, folder=tmp_path)
+    ops = {n.op_type for n in onnx.load(str(onnx_enc.path)).graph.node}
+    assert not ops & {"Shape", "Ceil", "Gather"}, ops  # no padding computed at run time
+    np.testing.assert_allclose(onnx_enc(x), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(onnx_enc(x[:1]), expected[:1], rtol=1e-4, atol=1e-5)
+
+
 def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_precision("32") == resolve_precision("32-true") == "32-true"
     monkeypatch.setenv("MEDFUSE_BF16", "0")

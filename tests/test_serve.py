@@ -242,6 +242,30 @@ def test_onnx_export_matches_pytorch(run_dir: Path, tiny_dir: Path, tmp_path: Pa
     assert onnx_proba.shape == (len(df), 2)
 
 
+def test_onnx_export_of_a_tf_same_padding_backbone(tiny_dir: Path, tmp_path: Path) -> None:
+    """tf_* backbones pad 'same' from the input's shape; the export fixes it per run size."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from medfuse.config import DataSpec
+    from medfuse.data import load_table
+    from medfuse.estimators import FusionClassifier
+    from medfuse.export import OnnxPredictor, export_onnx
+
+    spec = DataSpec(image="image", tabular={"age": "continuous"}, target="label",
+                    group="patient")
+    df, _ = load_table(tiny_dir / "data.csv", spec)
+    clf = FusionClassifier(spec, image_backbone="tf_efficientnet_lite0", pretrained="builtin",
+                           image_size=37, hidden_dims=(8,), batch_size=8, max_epochs=1,
+                           progress=False)
+    run = clf.fit(df.iloc[:18], df.iloc[18:]).save(tmp_path / "run")
+    path = export_onnx(run)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "Ceil" not in ops, ops  # no padding computed at run time
+    proba = OnnxPredictor(run, clf=clf).predict_proba(df)
+    np.testing.assert_allclose(proba, clf.predict_proba(df), atol=1e-4)
+
+
 def test_app_uses_onnx_when_exported(run_dir: Path, tiny_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     import shutil

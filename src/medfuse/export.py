@@ -105,6 +105,7 @@ def export_onnx(run: Path, out: Path | None = None) -> Path:
         If the run holds a hybrid model (its classical head is not a torch module).
     """
     from medfuse.estimators import MODEL_FILE, FusionClassifier
+    from medfuse.extraction import static_same_padding
     from medfuse.io import add_to_manifest, atomic_path, atomic_write_json, sha256
     from medfuse.runs import load_model
 
@@ -117,13 +118,15 @@ def export_onnx(run: Path, out: Path | None = None) -> Path:
     target = out or run / ONNX_FILE
     batch = _example_batch(clf)
     keys = list(batch)
-    wrapper = PositionalModel(clf.model_.eval(), keys).eval()
+    args = tuple(batch[k] for k in keys)
+    # TF-style "same" padding fixed for the run's image size: ~1.4x faster in onnxruntime
+    wrapper = static_same_padding(PositionalModel(clf.model_.eval(), keys), *args)
     dynamic = {k: {0: "batch"} for k in keys} | {"probabilities": {0: "batch"}}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with atomic_path(target) as tmp:
             torch.onnx.export(
-                wrapper, tuple(batch[k] for k in keys), str(tmp), input_names=keys,
+                wrapper, args, str(tmp), input_names=keys,
                 output_names=["probabilities"], dynamic_axes=dynamic, opset_version=OPSET,
                 dynamo=False,
             )
