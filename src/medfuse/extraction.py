@@ -14,10 +14,10 @@
   optionally with bf16 autocast (``bf16=True``, on CPUs with native bf16: a few per
   cent relative error, see ``medfuse benchmark``).
 
-Measured on 2 cores (one batch of 32 at 224 px, ``medfuse benchmark``): onnxruntime
-fp32 and bf16 channels-last PyTorch are both 3-3.5x eager fp32 NCHW PyTorch;
-``torch.compile`` adds ~1.4x more but takes ~45 s to compile, more than a few thousand
-images cost, so it is not used.
+Measured on 2 cores (one batch of 32 at 224 px, ``medfuse benchmark``): bf16
+channels-last PyTorch is ~3x eager fp32 NCHW PyTorch, onnxruntime fp32 ~3.2x as
+exported by ``torch.onnx`` and ~1.4x more with the padding fixed; ``torch.compile``
+takes ~45 s to compile, more than a few thousand images cost, so it is not used.
 
 >>> import torch
 >>> from medfuse.encoders.image import ImageEncoder
