@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 CHUNK = 128  # images decoded ahead of the network
 BACKENDS = ("auto", "onnx", "torch")
 OPSET = 17
+ONNX_CHUNK = 16  # images per onnxruntime call (memory; see OnnxEncoder.__call__)
 EXPORT = "static-same-pad"  # how encoders are exported (part of the ONNX file's key)
 
 
@@ -230,5 +231,12 @@ class OnnxEncoder:
         os.replace(tmp, self.path)
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
-        out = self.session.run(None, {self.input: x.contiguous().numpy()})[0]
-        return np.asarray(out, dtype=np.float32)
+        # onnxruntime's arena keeps the largest activations it has seen: 16 images per
+        # call run as fast as 64 here and need far less memory (Lite0 at 288 px with the
+        # mirror view: ~1.9 GB peak instead of ~5.2 GB at 64)
+        arr = x.contiguous().numpy()
+        outs = [self.session.run(None, {self.input: arr[i:i + ONNX_CHUNK]})[0]
+                for i in range(0, len(arr), ONNX_CHUNK)]
+        if not outs:
+            return np.asarray(self.session.run(None, {self.input: arr})[0], dtype=np.float32)
+        return np.concatenate(outs).astype(np.float32, copy=False)

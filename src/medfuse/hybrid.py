@@ -506,8 +506,8 @@ class HybridClassifier(DecisionMixin):
         return self.precision.startswith("bf16") and bf16_supported()
 
     def _backend(self) -> str:
-        """Frozen extraction runs in onnxruntime (fp32, 3-3.5x eager PyTorch on 2 cores)
-        unless bf16 was asked for (PyTorch bf16 autocast, as fast, a few % error)."""
+        """Frozen extraction runs in onnxruntime (fp32, ~8x eager PyTorch on 2 cores)
+        unless bf16 was asked for (PyTorch bf16 autocast, ~5x, a few % error)."""
         return "torch" if self._bf16() else "auto"
 
     def _check_fitted(self) -> None:
