@@ -200,7 +200,10 @@ class FusionModel(nn.Module):
         """Logits, per-modality auxiliary logits (empty without ``aux_loss``) and the mask.
 
         The auxiliary logits of a modality are computed from its own features (``late``:
-        its head's logits); the mask says for which rows each one counts.
+        its head's logits), which the encoders compute for every row; the mask is the one
+        the fusion used (modality dropout applied). The auxiliary losses count on the rows
+        that really have the modality (the batch's ``present``; see
+        :class:`~medfuse.training.FusionModule`).
         """
         feats = self.encode(batch)
         present = self.presence(batch)
