@@ -176,6 +176,10 @@ def test_bad_params_name_the_parameter(tiny_dir: Path) -> None:
         HybridClassifier(spec, resample="smoot", **FAST).fit(df)
     with pytest.raises(ConfigError, match="bad head_params for head 'lr'"):
         make_head("lr", {"n_trees": 3})
+    with pytest.raises(ConfigError, match=r"'extractor_tabular'.*True or False"):
+        HybridClassifier(spec, extractor="trained", extractor_tabular="yes", **FAST).fit(df)
+    with pytest.raises(ConfigError, match=r"extractor='frozen' trains no network"):
+        HybridClassifier(spec, extractor_tabular=True, **FAST).fit(df)
     with pytest.raises(NotFittedError):
         HybridClassifier(spec).predict(df)
 

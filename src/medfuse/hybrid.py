@@ -538,6 +538,15 @@ class HybridClassifier(DecisionMixin):
 
         check_params(type(self).__name__, self.head, self.resample, self.extractor,
                      self.text_features, self.text_components)
+        if not isinstance(self.extractor_tabular, bool):
+            raise ConfigError(f"The 'extractor_tabular' parameter of {type(self).__name__} "
+                              f"must be True or False. Got {self.extractor_tabular!r} instead.")
+        if self.extractor_tabular and self.extractor != "trained":
+            raise ConfigError(
+                "extractor_tabular=True trains the in-fold network on the tabular columns, "
+                f"and extractor={self.extractor!r} trains no network: set "
+                "extractor='trained' (model.extractor: trained), or extractor_tabular=False."
+            )
         spec = self.spec
         if spec.image and spec.policy.missing_image == "keep":
             raise ConfigError(
