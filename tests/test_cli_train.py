@@ -145,3 +145,36 @@ def test_demo(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert str(tmp_path / "demo") in res.stdout and "roc_auc=" in res.stdout
     assert (tmp_path / "demo" / "metrics.json").is_file()
+
+
+def test_cv_resume_keeps_finished_folds_and_refuses_another_config(
+    tiny_config: Path, tmp_path: Path,
+) -> None:
+    out = tmp_path / "cv"
+    assert run("cv", str(tiny_config), "--folds", "3", "--out", str(out)).returncode == 0
+    first = json.loads((out / "cv_metrics.json").read_text())
+    oof_first = pd.read_csv(out / "predictions.csv")
+    kept = {i: (out / f"fold{i}" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+            for i in (0, 1)}
+    # as if killed during fold 2's training: its checkpoint is there, its result is not
+    (out / "cv_metrics.json").unlink()
+    fold2 = json.loads((out / "fold2" / "cv_fold.json").read_text())
+    (out / "fold2" / "cv_fold.json").write_text(json.dumps({"key": fold2["key"],
+                                                            "finished": False}))
+    res = run("cv", str(tiny_config), "--folds", "3", "--out", str(out), "--resume")
+    assert res.returncode == 0, res.stderr
+    assert "fold 0: finished by an earlier run" in res.stderr + res.stdout
+    for i, mtime in kept.items():  # folds 0 and 1 were read back, not trained again
+        assert (out / f"fold{i}" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == mtime
+    assert "fold 2: continuing its training from" in res.stderr + res.stdout
+    again = json.loads((out / "cv_metrics.json").read_text())
+    assert again["folds"][:2] == first["folds"][:2]
+    timing = {"train_seconds", "peak_rss_mb"}
+    assert ({k: v for k, v in again["folds"][2].items() if k not in timing}
+            == {k: v for k, v in first["folds"][2].items() if k not in timing})
+    pd.testing.assert_frame_equal(pd.read_csv(out / "predictions.csv"), oof_first)
+
+    res = run("cv", str(tiny_config), "--folds", "3", "--out", str(out), "--resume",
+              "--set", "train.lr=0.01")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "fold0" in res.stderr and "another" in res.stderr and "--resume" in res.stderr

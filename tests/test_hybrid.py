@@ -306,3 +306,26 @@ def test_bf16_features_match_fp32(tiny_dir: Path) -> None:
                                progress=False)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
     assert cos.min() > 0.99
+
+
+def test_cv_resume_reads_every_head_of_a_finished_fold_back(tiny_dir: Path,
+                                                             tmp_path: Path) -> None:
+    from medfuse.runs import FOLD_FILE, cv_run
+
+    cfg = _cfg(tiny_dir)
+    first = cv_run(cfg, 3, tmp_path, heads=["lr", "xgboost"])
+    oof = pd.read_csv(tmp_path / "predictions.csv")
+    (tmp_path / "fold1" / FOLD_FILE).unlink()  # fold 1 never finished: it runs again
+    kept = json.loads((tmp_path / "fold0" / FOLD_FILE).read_text())
+    kept["results"]["xgboost"]["fit_seconds"] = 1234.5  # marks what is read back
+    (tmp_path / "fold0" / FOLD_FILE).write_text(json.dumps(kept))
+    again = cv_run(cfg, 3, tmp_path, heads=["lr", "xgboost"], resume=True)
+    assert again["heads"]["xgboost"]["folds"][0]["fit_seconds"] == 1234.5
+    assert again["heads"]["xgboost"]["folds"][1]["fit_seconds"] < 1000
+    for head in ("lr", "xgboost"):
+        a, b = first["heads"][head]["folds"], again["heads"][head]["folds"]
+        assert a[2] == b[2]
+        assert a[1]["roc_auc"] == b[1]["roc_auc"] and a[1]["accuracy"] == b[1]["accuracy"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "predictions.csv"), oof)
+    with pytest.raises(ConfigError, match="another config, fold count, head list"):
+        cv_run(cfg, 3, tmp_path, heads=["lr"], resume=True)

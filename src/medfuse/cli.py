@@ -166,6 +166,9 @@ def cv(
     heads: Annotated[str | None, typer.Option(
         help="hybrid models: comma-separated heads to compare on the same folds, "
         "e.g. lr,rf,adaboost,xgboost,svm")] = None,
+    resume: Annotated[bool, typer.Option(
+        help="keep the folds an interrupted run of the same command finished in OUT, and "
+        "continue a fold killed mid-training from its last checkpoint")] = False,
     set_: SetOption = None,
 ) -> None:
     """K-fold cross-validation, grouped by patient and near-duplicate image."""
@@ -173,7 +176,7 @@ def cv(
     from medfuse.runs import HEAD_TABLE_KEYS, cv_run
 
     names = [h.strip() for h in heads.split(",") if h.strip()] if heads else None
-    summary = cv_run(load_config(config, set_ or []), folds, out, heads=names)
+    summary = cv_run(load_config(config, set_ or []), folds, out, heads=names, resume=resume)
     if not summary:  # another process of a DDP run: the first one reports
         return
     table = Table(title=f"{folds}-fold cross-validation")

@@ -20,11 +20,18 @@ import pandas as pd
 from medfuse.config import DataSpec, RunConfig
 from medfuse.data import holdout_split, kfold_splits, load_data, load_table
 from medfuse.data.splits import carve, group_labels
+from medfuse.distributed import is_primary
 from medfuse.errors import ConfigError, check_option
 from medfuse.estimators import FusionClassifier, keep_missing
 from medfuse.evaluation.metrics import classification_metrics, summarize_folds
 from medfuse.hybrid import HEADS, HybridClassifier
-from medfuse.io import atomic_path, atomic_write_json, atomic_write_text, write_manifest
+from medfuse.io import (
+    RunDirError,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -237,13 +244,19 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]
 
 
 def cv_run(cfg: RunConfig, folds: int, out: Path,
-           heads: list[str] | None = None) -> dict[str, Any]:
+           heads: list[str] | None = None, resume: bool = False) -> dict[str, Any]:
     """K-fold cross-validation (grouped, stratified); validation carved from each training fold.
 
     For hybrid models, ``heads`` (e.g. ``["lr", "rf", "xgboost"]``) are all fitted on the
     same features of the same folds; ``cv_metrics.json`` then also holds ``heads``:
     ``{name: {"folds", "mean", "std"}}`` and ``heads.csv`` one row per head. The top-level
     ``folds`` / ``mean`` / ``std`` are those of the first head.
+
+    Each finished fold is kept in ``out/fold<i>/`` (:data:`FOLD_FILE` + its test
+    predictions). With ``resume=True`` a fold finished by an earlier, interrupted run of the
+    same config, fold count, heads and split is read back instead of re-trained, and a fused
+    fold killed mid-training continues from its ``checkpoints/last.ckpt``; a fold folder
+    written by another config is refused.
     """
     if heads and cfg.model.kind != "hybrid":
         raise ConfigError(
@@ -271,14 +284,28 @@ def cv_run(cfg: RunConfig, folds: int, out: Path,
             )
         train_df, valid_df = df.iloc[train_idx[rest]], df.iloc[train_idx[held]]
         test_df = df.iloc[test_idx]
-        clf = estimator_from_config(cfg)
-        if isinstance(clf, HybridClassifier):
-            results = _cv_hybrid_fold(clf, heads, train_df, valid_df, test_df, out / f"fold{i}")
+        fold_dir = out / f"fold{i}"
+        key = _fold_key(cfg, folds, list(per_head), test_idx)
+        results = _resumed_fold(fold_dir, key) if resume else None
+        if results is not None:
+            log.info("fold %d: finished by an earlier run, read from %s", i, fold_dir / FOLD_FILE)
         else:
-            clf.fit(train_df, valid_df, run_dir=out / f"fold{i}")
-            metrics, preds = evaluate(clf, test_df)
-            metrics.update(train_seconds=round(clf.train_seconds_, 2), epochs=clf.epochs_)
-            results = {"model": (metrics, preds)}
+            started = _start_fold(fold_dir, key, resume)
+            clf = estimator_from_config(cfg)
+            if isinstance(clf, HybridClassifier):
+                results = _cv_hybrid_fold(clf, heads, train_df, valid_df, test_df, fold_dir)
+            else:
+                last = fold_dir / "checkpoints" / "last.ckpt"
+                if started and last.is_file():
+                    log.info("fold %d: continuing its training from %s", i, last)
+                clf.fit(train_df, valid_df, run_dir=fold_dir,
+                        resume=started and last.is_file())
+                metrics, preds = evaluate(clf, test_df)
+                metrics.update(train_seconds=round(clf.train_seconds_, 2), epochs=clf.epochs_)
+                results = {"model": (metrics, preds)}
+            if not getattr(clf, "is_primary_", True):
+                continue  # another DDP process: the first one keeps the fold
+            _finish_fold(fold_dir, key, results)
         for name, (metrics, preds) in results.items():
             metrics["fold"] = i
             per_head[name].append(metrics)
@@ -286,7 +313,7 @@ def cv_run(cfg: RunConfig, folds: int, out: Path,
                 oof.append(preds.assign(fold=i, row=test_idx))
             log.info("fold %d %s: accuracy %.4f, roc_auc %s", i, name, metrics["accuracy"],
                      metrics["roc_auc"])
-    if not getattr(clf, "is_primary_", True):
+    if not is_primary():
         return {}  # another DDP process: the first one writes the results
     summaries = {name: summarize_folds(rows) for name, rows in per_head.items()}
     summary = dict(next(iter(summaries.values())))
@@ -305,6 +332,84 @@ def cv_run(cfg: RunConfig, folds: int, out: Path,
     _write_csv(out / "predictions.csv", pd.concat(oof))
     write_manifest(out, files)
     return summary
+
+
+#: a cross-validation fold's identity and, once finished, its metrics (``out/fold<i>/``)
+FOLD_FILE = "cv_fold.json"
+FOLD_PREDICTIONS = "test_predictions.csv"
+
+
+def _fold_key(cfg: RunConfig, folds: int, heads: list[str], test_idx: np.ndarray) -> str:
+    """What a fold's result depends on: the config, the fold count, the heads, its test rows."""
+    import hashlib
+
+    blob = json.dumps({"config": cfg.to_yaml(), "folds": folds, "heads": heads,
+                       "test_rows": np.asarray(test_idx).tolist()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _read_fold_file(fold_dir: Path) -> dict[str, Any] | None:
+    path = fold_dir / FOLD_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path} is not valid JSON ({e}): delete {fold_dir} to run that "
+                          "fold again.") from e
+    if not isinstance(data, dict) or not isinstance(data.get("key"), str):
+        raise RunDirError(f"{path} is not a medfuse cross-validation fold file: delete "
+                          f"{fold_dir} to run that fold again.")
+    return data
+
+
+def _check_same_fold(fold_dir: Path, data: dict[str, Any], key: str) -> None:
+    if data["key"] != key:
+        raise ConfigError(
+            f"cannot resume: {fold_dir / FOLD_FILE} belongs to a cross-validation with another "
+            "config, fold count, head list or data. Use a new --out folder, or run without "
+            "--resume to start this one again."
+        )
+
+
+FoldResults = dict[str, tuple[dict[str, Any], pd.DataFrame]]
+
+
+def _resumed_fold(fold_dir: Path, key: str) -> FoldResults | None:
+    """The results of a fold an earlier run of the same cross-validation finished, if any."""
+    data = _read_fold_file(fold_dir)
+    if data is None:
+        return None
+    _check_same_fold(fold_dir, data, key)
+    if not data.get("finished"):
+        return None
+    preds_path = fold_dir / FOLD_PREDICTIONS
+    if not preds_path.is_file():
+        raise RunDirError(f"{preds_path} is missing although {fold_dir / FOLD_FILE} says the "
+                          f"fold finished: delete {fold_dir} to run that fold again.")
+    preds = pd.read_csv(preds_path, dtype=str, keep_default_na=False)
+    results = data["results"]
+    first = next(iter(results))
+    return {name: (m, preds if name == first else pd.DataFrame()) for name, m in results.items()}
+
+
+def _start_fold(fold_dir: Path, key: str, resume: bool) -> bool:
+    """Mark ``fold_dir`` as this cross-validation's; True when it continues an earlier start."""
+    data = _read_fold_file(fold_dir) if resume else None
+    if data is not None:
+        _check_same_fold(fold_dir, data, key)
+    if is_primary():
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(fold_dir / FOLD_FILE, {"key": key, "finished": False})
+    return data is not None
+
+
+def _finish_fold(fold_dir: Path, key: str, results: FoldResults) -> None:
+    """Keep a finished fold: its test predictions (first head), then its metrics."""
+    first = next(iter(results))
+    _write_csv(fold_dir / FOLD_PREDICTIONS, results[first][1])
+    _write_json(fold_dir / FOLD_FILE, {"key": key, "finished": True,
+                                       "results": {n: m for n, (m, _) in results.items()}})
 
 
 HEAD_TABLE_KEYS = ("accuracy", "roc_auc", "balanced_accuracy", "pr_auc", "sensitivity",
