@@ -35,6 +35,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "xgb_lambda10": ("xgboost", {**BASE, "reg_lambda": 10.0, "colsample_bytree": 0.5}),
     "xgb_d1_2000": ("xgboost", {**BASE, "max_depth": 1, "n_estimators": 2000,
                                 "learning_rate": 0.05}),
+    "xgb_lambda10_npt4": ("xgboost", {**BASE, "reg_lambda": 10.0, "colsample_bytree": 0.5,
+                                      "num_parallel_tree": 4}),
+    "xgb_lambda10_1600": ("xgboost", {**BASE, "reg_lambda": 10.0, "colsample_bytree": 0.5,
+                                      "n_estimators": 1600, "learning_rate": 0.01}),
     "lr_C0.1": ("lr", {"C": 0.1}),
     "lr_C1": ("lr", {"C": 1.0}),
 }

@@ -387,8 +387,11 @@ def _resumed_fold(fold_dir: Path, key: str) -> FoldResults | None:
     if not preds_path.is_file():
         raise RunDirError(f"{preds_path} is missing although {fold_dir / FOLD_FILE} says the "
                           f"fold finished: delete {fold_dir} to run that fold again.")
+    results = data.get("results")
+    if not isinstance(results, dict) or not results:
+        raise RunDirError(f"{fold_dir / FOLD_FILE} says the fold finished but holds no "
+                          f"results: delete {fold_dir} to run that fold again.")
     preds = pd.read_csv(preds_path, dtype=str, keep_default_na=False)
-    results = data["results"]
     first = next(iter(results))
     return {name: (m, preds if name == first else pd.DataFrame()) for name, m in results.items()}
 

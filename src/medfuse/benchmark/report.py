@@ -167,7 +167,8 @@ def render(results: dict[str, Any]) -> str:
                 "patient)", ""]
         out += _table(cols, _model_rows(iu, [
             ("fused", "medfuse fused (word-CNN + tabular, `iu_xray`)"),
-            ("hybrid", "medfuse hybrid (in-fold word-CNN features + XGBoost, `iu_xray_hybrid`)"),
+            ("hybrid", "medfuse hybrid (in-fold word-CNN + word2vec + MiniLM features, XGBoost; "
+             "`iu_xray_hybrid`)"),
             ("tfidf_lr", "TF-IDF 1-2 grams + logistic regression (scikit-learn)")]))
     if ds.get("br35h"):
         br = ds["br35h"]
