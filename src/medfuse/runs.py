@@ -286,20 +286,21 @@ def cv_run(cfg: RunConfig, folds: int, out: Path,
         test_df = df.iloc[test_idx]
         fold_dir = out / f"fold{i}"
         key = _fold_key(cfg, folds, list(per_head), test_idx)
-        results = _resumed_fold(fold_dir, key) if resume else None
+        earlier = _earlier_fold(fold_dir, key) if resume else None
+        results = _finished_results(fold_dir, earlier) if earlier else None
         if results is not None:
             log.info("fold %d: finished by an earlier run, read from %s", i, fold_dir / FOLD_FILE)
         else:
-            started = _start_fold(fold_dir, key, resume)
+            _start_fold(fold_dir, key)
             clf = estimator_from_config(cfg)
             if isinstance(clf, HybridClassifier):
                 results = _cv_hybrid_fold(clf, heads, train_df, valid_df, test_df, fold_dir)
             else:
                 last = fold_dir / "checkpoints" / "last.ckpt"
-                if started and last.is_file():
+                continued = earlier is not None and last.is_file()
+                if continued:
                     log.info("fold %d: continuing its training from %s", i, last)
-                clf.fit(train_df, valid_df, run_dir=fold_dir,
-                        resume=started and last.is_file())
+                clf.fit(train_df, valid_df, run_dir=fold_dir, resume=continued)
                 metrics, preds = evaluate(clf, test_df)
                 metrics.update(train_seconds=round(clf.train_seconds_, 2), epochs=clf.epochs_)
                 results = {"model": (metrics, preds)}
@@ -348,7 +349,11 @@ def _fold_key(cfg: RunConfig, folds: int, heads: list[str], test_idx: np.ndarray
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _read_fold_file(fold_dir: Path) -> dict[str, Any] | None:
+def _earlier_fold(fold_dir: Path, key: str) -> dict[str, Any] | None:
+    """The fold file an earlier run of this same cross-validation left, if any.
+
+    A fold file of another cross-validation (``key`` differs) is refused.
+    """
     path = fold_dir / FOLD_FILE
     if not path.is_file():
         return None
@@ -360,34 +365,27 @@ def _read_fold_file(fold_dir: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict) or not isinstance(data.get("key"), str):
         raise RunDirError(f"{path} is not a medfuse cross-validation fold file: delete "
                           f"{fold_dir} to run that fold again.")
-    return data
-
-
-def _check_same_fold(fold_dir: Path, data: dict[str, Any], key: str) -> None:
     if data["key"] != key:
         raise ConfigError(
-            f"cannot resume: {fold_dir / FOLD_FILE} belongs to a cross-validation with another "
+            f"cannot resume: {path} belongs to a cross-validation with another "
             "config, fold count, head list or data. Use a new --out folder, or run without "
             "--resume to start this one again."
         )
+    return data
 
 
 FoldResults = dict[str, tuple[dict[str, Any], pd.DataFrame]]
 
 
-def _resumed_fold(fold_dir: Path, key: str) -> FoldResults | None:
-    """The results of a fold an earlier run of the same cross-validation finished, if any."""
-    data = _read_fold_file(fold_dir)
-    if data is None:
-        return None
-    _check_same_fold(fold_dir, data, key)
-    if not data.get("finished"):
+def _finished_results(fold_dir: Path, earlier: dict[str, Any]) -> FoldResults | None:
+    """The results kept in an earlier run's fold file; None if that fold never finished."""
+    if not earlier.get("finished"):
         return None
     preds_path = fold_dir / FOLD_PREDICTIONS
     if not preds_path.is_file():
         raise RunDirError(f"{preds_path} is missing although {fold_dir / FOLD_FILE} says the "
                           f"fold finished: delete {fold_dir} to run that fold again.")
-    results = data.get("results")
+    results = earlier.get("results")
     if not isinstance(results, dict) or not results:
         raise RunDirError(f"{fold_dir / FOLD_FILE} says the fold finished but holds no "
                           f"results: delete {fold_dir} to run that fold again.")
@@ -396,15 +394,11 @@ def _resumed_fold(fold_dir: Path, key: str) -> FoldResults | None:
     return {name: (m, preds if name == first else pd.DataFrame()) for name, m in results.items()}
 
 
-def _start_fold(fold_dir: Path, key: str, resume: bool) -> bool:
-    """Mark ``fold_dir`` as this cross-validation's; True when it continues an earlier start."""
-    data = _read_fold_file(fold_dir) if resume else None
-    if data is not None:
-        _check_same_fold(fold_dir, data, key)
+def _start_fold(fold_dir: Path, key: str) -> None:
+    """Mark ``fold_dir`` as this cross-validation's, not finished yet."""
     if is_primary():
         fold_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(fold_dir / FOLD_FILE, {"key": key, "finished": False})
-    return data is not None
 
 
 def _finish_fold(fold_dir: Path, key: str, results: FoldResults) -> None:
