@@ -168,6 +168,32 @@ def test_estimator_reuses_cache_across_heads(tiny_dir: Path, tmp_path: Path) -> 
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.npy")} == mtimes
 
 
+
+def test_extractor_fine_tunes_minilm_beside_the_word_cnn(tiny_dir: Path, tmp_path: Path) -> None:
+    from medfuse.encoders.text import MiniLMEncoder
+
+    df, spec = _data(tiny_dir, {"tabular": {"age": "continuous"}, "text": "note"})
+    kw: dict[str, Any] = dict(extractor="trained", text_features="none", max_epochs=1,
+                              min_token_freq=1, progress=False, batch_size=8, embed_dim=8)
+    clf = HybridClassifier(spec, text_encoder="wordcnn+minilm", finetune_text=True,
+                           encoder_lr=1e-4, **kw).fit(df.iloc[:18], df.iloc[18:])
+    text = clf.extractor_model_.model_.encoders["text"]
+    minilm = next(m for m in text.modules() if isinstance(m, MiniLMEncoder))
+    # trained in-fold: MiniLM's layers moved away from the shipped weights
+    before = MiniLMEncoder().model.encoder.layer[0].attention.self.query.weight
+    assert not torch.equal(minilm.model.encoder.layer[0].attention.self.query.weight, before)
+    assert clf.transform(df).shape[1] == 1 + text.output_dim  # age + both text encoders
+    assert text.output_dim > 384
+    loaded = HybridClassifier.load(clf.save(tmp_path / "run"))
+    assert (loaded.text_encoder, loaded.finetune_text) == ("wordcnn+minilm", True)
+    np.testing.assert_allclose(loaded.predict_proba(df), clf.predict_proba(df), atol=1e-5)
+    with pytest.raises(ConfigError, match=r"extractor='frozen' trains none"):
+        HybridClassifier(spec, text_encoder="minilm", **FAST).fit(df)
+    with pytest.raises(ConfigError, match=r"finetune_text=True fine-tunes MiniLM"):
+        HybridClassifier(spec, finetune_text=True, **kw).fit(df)
+    with pytest.raises(ConfigError, match=r"'text_encoder'.*Did you mean 'minilm'"):
+        HybridClassifier(spec, text_encoder="minilmm", **kw).fit(df)
+
 def test_bad_params_name_the_parameter(tiny_dir: Path) -> None:
     df, spec = _data(tiny_dir, {"tabular": {"age": "continuous"}})
     with pytest.raises(ConfigError, match=r"'head'.*Did you mean 'xgboost'"):

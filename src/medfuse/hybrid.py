@@ -36,7 +36,7 @@ from medfuse.data.decoded import DecodedImages
 from medfuse.data.preprocess import ImageTransform, Preprocessor
 from medfuse.decision import DecisionMixin
 from medfuse.errors import ConfigError, DataError, NotFittedError, check_option, did_you_mean
-from medfuse.estimators import PREPROCESS_FILE
+from medfuse.estimators import PREPROCESS_FILE, TEXT_ENCODERS
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +370,12 @@ class HybridClassifier(DecisionMixin):
         (image / text encoders learn what the tabular values do not already say) and add
         its tabular embedding to the features. The raw tabular values always go to the
         head.
+    text_encoder, finetune_text, encoder_lr:
+        With ``extractor="trained"`` and a text column: the network's text encoder,
+        ``"wordcnn"`` (word2vec-initialised word-CNN), ``"minilm"`` or
+        ``"wordcnn+minilm"`` (both side by side); ``finetune_text`` trains MiniLM's layers
+        too (at ``encoder_lr``, default ``lr``), on the training rows only like the rest
+        of the network.
     text_features:
         ``"tfidf"`` (word 1-2-grams, then ``text_components`` SVD components; 0 keeps the
         sparse TF-IDF), ``"word2vec"`` (mean of word vectors trained on the training
@@ -400,7 +406,7 @@ class HybridClassifier(DecisionMixin):
         "text_components", "embed_dim", "min_token_freq", "max_tokens", "head", "head_params",
         "resample", "class_weight", "cache", "cache_dir", "batch_size", "precision",
         "max_epochs", "lr", "seed", "progress", "image_pool", "image_views",
-        "extractor_tabular",
+        "extractor_tabular", "text_encoder", "finetune_text", "encoder_lr",
     )
 
     def __init__(
@@ -430,6 +436,9 @@ class HybridClassifier(DecisionMixin):
         image_pool: str = "avg",
         image_views: str = "none",
         extractor_tabular: bool = False,
+        text_encoder: str = "wordcnn",
+        finetune_text: bool = False,
+        encoder_lr: float | None = None,
     ) -> None:
         self.spec = spec
         self.image_backbone = image_backbone
@@ -456,6 +465,9 @@ class HybridClassifier(DecisionMixin):
         self.image_pool = image_pool
         self.image_views = image_views
         self.extractor_tabular = extractor_tabular
+        self.text_encoder = text_encoder
+        self.finetune_text = finetune_text
+        self.encoder_lr = encoder_lr
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments (except ``spec``), as scikit-learn's ``get_params``."""
@@ -484,7 +496,8 @@ class HybridClassifier(DecisionMixin):
             class_weight=m.class_weight, cache=m.feature_cache, batch_size=t.batch_size,
             precision=t.precision, max_epochs=t.max_epochs, lr=t.lr, seed=t.seed,
             image_pool=m.image_pool, image_views=m.image_views,
-            extractor_tabular=m.extractor_tabular,
+            extractor_tabular=m.extractor_tabular, text_encoder=m.text_encoder,
+            finetune_text=m.finetune_text, encoder_lr=t.encoder_lr,
         )
         params.update(overrides)
         return cls(cfg.data, **params)
@@ -547,6 +560,7 @@ class HybridClassifier(DecisionMixin):
                 f"and extractor={self.extractor!r} trains no network: set "
                 "extractor='trained' (model.extractor: trained), or extractor_tabular=False."
             )
+        self._check_text_encoder()
         spec = self.spec
         if spec.image and spec.policy.missing_image == "keep":
             raise ConfigError(
@@ -580,6 +594,28 @@ class HybridClassifier(DecisionMixin):
         y = self.pre_.encode_target(train[spec.target]).numpy()
         require_two_classes(y, len(self.classes_))
         return self._transform(train, fitting=True), y
+
+    def _check_text_encoder(self) -> None:
+        name = type(self).__name__
+        check_option("text_encoder", self.text_encoder, TEXT_ENCODERS, name)
+        if not isinstance(self.finetune_text, bool):
+            raise ConfigError(f"The 'finetune_text' parameter of {name} must be True or "
+                              f"False. Got {self.finetune_text!r} instead.")
+        custom = self.text_encoder != "wordcnn" or self.finetune_text
+        if custom and self.extractor != "trained":
+            raise ConfigError(
+                f"text_encoder={self.text_encoder!r} / finetune_text={self.finetune_text} "
+                "choose the text encoder of the network a hybrid model trains in-fold, and "
+                f"extractor={self.extractor!r} trains none: set extractor='trained' "
+                "(model.extractor: trained), or choose the frozen text views with "
+                "text_features (e.g. 'minilm')."
+            )
+        if self.finetune_text and "minilm" not in self.text_encoder:
+            raise ConfigError(
+                f"finetune_text=True fine-tunes MiniLM, and text_encoder={self.text_encoder!r} "
+                "has none: set text_encoder='minilm' or 'wordcnn+minilm' "
+                "(model.text_encoder), or finetune_text=False."
+            )
 
     def fit_head(self, X: Features, y: np.ndarray, head: str | None = None,
                  head_params: dict[str, Any] | None = None) -> HybridClassifier:
@@ -628,7 +664,8 @@ class HybridClassifier(DecisionMixin):
                      else self.spec.model_copy(update={"tabular": {}}))
         net = FusionClassifier(
             deep_spec, image_backbone=self.backbone_, pretrained=self.weights_,
-            image_size=self.image_size, text_encoder="wordcnn", embed_dim=self.embed_dim,
+            image_size=self.image_size, text_encoder=self.text_encoder,
+            finetune_text=self.finetune_text, encoder_lr=self.encoder_lr, embed_dim=self.embed_dim,
             min_token_freq=self.min_token_freq, max_tokens=self.max_tokens,
             max_epochs=self.max_epochs, lr=self.lr, batch_size=min(self.batch_size, 32),
             seed=self.seed, progress=self.progress, precision=self.precision,
