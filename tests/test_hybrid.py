@@ -187,6 +187,10 @@ def test_extractor_fine_tunes_minilm_beside_the_word_cnn(tiny_dir: Path, tmp_pat
     loaded = HybridClassifier.load(clf.save(tmp_path / "run"))
     assert (loaded.text_encoder, loaded.finetune_text) == ("wordcnn+minilm", True)
     np.testing.assert_allclose(loaded.predict_proba(df), clf.predict_proba(df), atol=1e-5)
+    from medfuse.explain import explain
+
+    (entry,) = explain(loaded, df, rows=[0])
+    assert entry["words"] and set(entry["modalities"]) == {"tabular", "text"}
     with pytest.raises(ConfigError, match=r"extractor='frozen' trains none"):
         HybridClassifier(spec, text_encoder="minilm", **FAST).fit(df)
     with pytest.raises(ConfigError, match=r"finetune_text=True fine-tunes MiniLM"):
