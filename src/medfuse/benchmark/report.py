@@ -168,7 +168,7 @@ def render(results: dict[str, Any]) -> str:
         out += _table(cols, _model_rows(iu, [
             ("fused", "medfuse fused (word-CNN + tabular, `iu_xray`)"),
             ("hybrid", "medfuse hybrid (in-fold word-CNN + word2vec + MiniLM features, XGBoost; "
-             "`iu_xray_hybrid`)"),
+             "`iu_xray_hybrid` without its fine-tuned MiniLM)"),
             ("tfidf_lr", "TF-IDF 1-2 grams + logistic regression (scikit-learn)")]))
     if ds.get("br35h"):
         br = ds["br35h"]
