@@ -168,7 +168,6 @@ def test_estimator_reuses_cache_across_heads(tiny_dir: Path, tmp_path: Path) -> 
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.npy")} == mtimes
 
 
-
 def test_extractor_fine_tunes_minilm_beside_the_word_cnn(tiny_dir: Path, tmp_path: Path) -> None:
     from medfuse.encoders.text import MiniLMEncoder
 
@@ -197,6 +196,7 @@ def test_extractor_fine_tunes_minilm_beside_the_word_cnn(tiny_dir: Path, tmp_pat
         HybridClassifier(spec, finetune_text=True, **kw).fit(df)
     with pytest.raises(ConfigError, match=r"'text_encoder'.*Did you mean 'minilm'"):
         HybridClassifier(spec, text_encoder="minilmm", **kw).fit(df)
+
 
 def test_bad_params_name_the_parameter(tiny_dir: Path) -> None:
     df, spec = _data(tiny_dir, {"tabular": {"age": "continuous"}})
