@@ -551,16 +551,7 @@ class HybridClassifier(DecisionMixin):
 
         check_params(type(self).__name__, self.head, self.resample, self.extractor,
                      self.text_features, self.text_components)
-        if not isinstance(self.extractor_tabular, bool):
-            raise ConfigError(f"The 'extractor_tabular' parameter of {type(self).__name__} "
-                              f"must be True or False. Got {self.extractor_tabular!r} instead.")
-        if self.extractor_tabular and self.extractor != "trained":
-            raise ConfigError(
-                "extractor_tabular=True trains the in-fold network on the tabular columns, "
-                f"and extractor={self.extractor!r} trains no network: set "
-                "extractor='trained' (model.extractor: trained), or extractor_tabular=False."
-            )
-        self._check_text_encoder()
+        self._check_network_options()
         spec = self.spec
         if spec.image and spec.policy.missing_image == "keep":
             raise ConfigError(
@@ -595,12 +586,20 @@ class HybridClassifier(DecisionMixin):
         require_two_classes(y, len(self.classes_))
         return self._transform(train, fitting=True), y
 
-    def _check_text_encoder(self) -> None:
+    def _check_network_options(self) -> None:
+        """The options of the in-fold network: well typed, and only with one to train."""
         name = type(self).__name__
+        for flag in ("extractor_tabular", "finetune_text"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"The '{flag}' parameter of {name} must be True or False. "
+                                  f"Got {getattr(self, flag)!r} instead.")
+        if self.extractor_tabular and self.extractor != "trained":
+            raise ConfigError(
+                "extractor_tabular=True trains the in-fold network on the tabular columns, "
+                f"and extractor={self.extractor!r} trains no network: set "
+                "extractor='trained' (model.extractor: trained), or extractor_tabular=False."
+            )
         check_option("text_encoder", self.text_encoder, TEXT_ENCODERS, name)
-        if not isinstance(self.finetune_text, bool):
-            raise ConfigError(f"The 'finetune_text' parameter of {name} must be True or "
-                              f"False. Got {self.finetune_text!r} instead.")
         custom = self.text_encoder != "wordcnn" or self.finetune_text
         if custom and self.extractor != "trained":
             raise ConfigError(
