@@ -178,3 +178,27 @@ def test_cv_resume_keeps_finished_folds_and_refuses_another_config(
               "--set", "train.lr=0.01")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "fold0" in res.stderr and "another" in res.stderr and "--resume" in res.stderr
+
+
+def test_cv_only_runs_some_folds_and_the_rest_completes_the_summary(
+    tiny_config: Path, tmp_path: Path,
+) -> None:
+    out = tmp_path / "cv"
+    res = run("cv", str(tiny_config), "--folds", "3", "--out", str(out), "--only", "2,0")
+    assert res.returncode == 0, res.stderr
+    assert "fold(s) 1 not finished" in res.stdout
+    assert not (out / "cv_metrics.json").exists() and not (out / "fold1").exists()
+    kept = {i: (out / f"fold{i}" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+            for i in (0, 2)}
+    res = run("cv", str(tiny_config), "--folds", "3", "--out", str(out), "--only", "1")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((out / "cv_metrics.json").read_text())
+    assert [f["fold"] for f in summary["folds"]] == [0, 1, 2]
+    for i, mtime in kept.items():  # read back, not trained again
+        assert (out / f"fold{i}" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == mtime
+    oof = pd.read_csv(out / "predictions.csv")  # every row once, out of fold
+    assert sorted(oof["row"]) == list(range(summary["groups"]["n_rows"]))
+    for bad, words in (("3", "numbered 0 to 2"), ("1,x", "comma")):
+        res = run("cv", str(tiny_config), "--folds", "3", "--out", str(out), "--only", bad)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert "--only" in res.stderr + res.stdout and words in res.stderr + res.stdout

@@ -158,6 +158,18 @@ def train(
     console.print(f"run directory: [bold]{out}[/]; report: [bold]{out / 'report.html'}[/]")
 
 
+def _fold_list(text: str) -> list[int]:
+    """``"2,4"`` -> ``[2, 4]``; anything else is a clean parameter error."""
+    try:
+        folds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        folds = []
+    if not folds:
+        raise typer.BadParameter(f"{text!r}: give fold numbers separated by commas, e.g. 2,4",
+                                 param_hint="--only")
+    return folds
+
+
 @app.command()
 def cv(
     config: Annotated[str, typer.Argument(help="config name from configs/ or a YAML path")],
@@ -169,6 +181,10 @@ def cv(
     resume: Annotated[bool, typer.Option(
         help="keep the folds an interrupted run of the same command finished in OUT, and "
         "continue a fold killed mid-training from its last checkpoint")] = False,
+    only: Annotated[str | None, typer.Option(
+        help="train only these folds (comma-separated, from 0), e.g. 2,4: run the folds in "
+        "separate processes on the same OUT; the summary is written once all are finished")
+    ] = None,
     set_: SetOption = None,
 ) -> None:
     """K-fold cross-validation, grouped by patient and near-duplicate image."""
@@ -176,8 +192,17 @@ def cv(
     from medfuse.runs import HEAD_TABLE_KEYS, cv_run
 
     names = [h.strip() for h in heads.split(",") if h.strip()] if heads else None
-    summary = cv_run(load_config(config, set_ or []), folds, out, heads=names, resume=resume)
+    summary = cv_run(load_config(config, set_ or []), folds, out, heads=names, resume=resume,
+                     only=_fold_list(only) if only is not None else None)
     if not summary:  # another process of a DDP run: the first one reports
+        return
+    if summary.get("partial"):
+        for f in summary["folds"]:
+            console.print(f"fold {f['fold']}: accuracy {_fmt(f.get('accuracy'))}, roc_auc "
+                          f"{_fmt(f.get('roc_auc'))}, train_seconds {_fmt(f.get('train_seconds'))}")
+        console.print(f"fold(s) {', '.join(map(str, summary['missing']))} not finished yet: "
+                      f"run them (--only, or --resume for all the rest) with the same config "
+                      f"and --out {out}; cv_metrics.json is written once every fold is done.")
         return
     table = Table(title=f"{folds}-fold cross-validation")
     for col in ("metric", "mean", "std", *[f"fold {i}" for i in range(folds)]):

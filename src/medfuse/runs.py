@@ -243,8 +243,8 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]
     return metrics
 
 
-def cv_run(cfg: RunConfig, folds: int, out: Path,
-           heads: list[str] | None = None, resume: bool = False) -> dict[str, Any]:
+def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None,
+           resume: bool = False, only: list[int] | None = None) -> dict[str, Any]:
     """K-fold cross-validation (grouped, stratified); validation carved from each training fold.
 
     For hybrid models, ``heads`` (e.g. ``["lr", "rf", "xgboost"]``) are all fitted on the
@@ -257,6 +257,12 @@ def cv_run(cfg: RunConfig, folds: int, out: Path,
     same config, fold count, heads and split is read back instead of re-trained, and a fused
     fold killed mid-training continues from its ``checkpoints/last.ckpt``; a fold folder
     written by another config is refused.
+
+    ``only`` (e.g. ``[2, 4]``) trains just those folds, so the folds of one
+    cross-validation can run in separate processes or machines on the same ``out``. The
+    other folds are read back when an earlier run finished them, never trained; until
+    every fold is finished the result is ``{"partial": True, "folds": [...], "missing":
+    [...]}`` and ``cv_metrics.json`` is not written.
     """
     if heads and cfg.model.kind != "hybrid":
         raise ConfigError(
@@ -267,6 +273,10 @@ def cv_run(cfg: RunConfig, folds: int, out: Path,
     heads = heads or ([cfg.model.head] if cfg.model.kind == "hybrid" else [])
     for h in heads:
         check_option("head", h, HEADS)
+    wrong = sorted({i for i in only or [] if not 0 <= i < folds})
+    if wrong:
+        raise ConfigError(f"--only names fold(s) {wrong}, but folds are numbered 0 to "
+                          f"{folds - 1} with --folds {folds}.")
     out.mkdir(parents=True, exist_ok=True)
     df, validation = load_data(cfg.data)
     groups, grouping = group_labels(df, cfg.data)
@@ -274,6 +284,7 @@ def cv_run(cfg: RunConfig, folds: int, out: Path,
     y = df[cfg.data.target].astype(str).to_numpy()
     per_head: dict[str, list[dict[str, Any]]] = {h: [] for h in heads or ["model"]}
     oof = []
+    missing: list[int] = []
     frozen_hybrid = cfg.model.kind == "hybrid" and cfg.model.extractor == "frozen"
     for i, (train_idx, test_idx) in enumerate(splits):
         if frozen_hybrid:  # nothing stops early: every training row fits the head
@@ -286,10 +297,14 @@ def cv_run(cfg: RunConfig, folds: int, out: Path,
         test_df = df.iloc[test_idx]
         fold_dir = out / f"fold{i}"
         key = _fold_key(cfg, folds, list(per_head), test_idx)
-        earlier = _earlier_fold(fold_dir, key) if resume else None
+        skipped = only is not None and i not in only
+        earlier = _earlier_fold(fold_dir, key) if resume or skipped else None
         results = _finished_results(fold_dir, earlier) if earlier else None
         if results is not None:
             log.info("fold %d: finished by an earlier run, read from %s", i, fold_dir / FOLD_FILE)
+        elif skipped:
+            missing.append(i)
+            continue
         else:
             _start_fold(fold_dir, key)
             clf = estimator_from_config(cfg)
@@ -316,6 +331,9 @@ def cv_run(cfg: RunConfig, folds: int, out: Path,
                      metrics["roc_auc"])
     if not is_primary():
         return {}  # another DDP process: the first one writes the results
+    if missing:
+        return {"partial": True, "folds": next(iter(per_head.values())), "missing": missing,
+                "folds_k": folds}
     summaries = {name: summarize_folds(rows) for name, rows in per_head.items()}
     summary = dict(next(iter(summaries.values())))
     summary.update(peak_rss_mb=round(peak_rss_mb(), 1), data=validation.to_dict(),
