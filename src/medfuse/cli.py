@@ -158,10 +158,15 @@ def train(
     console.print(f"run directory: [bold]{out}[/]; report: [bold]{out / 'report.html'}[/]")
 
 
+def _comma_list(text: str) -> list[str]:
+    """``"lr, rf,"`` -> ``["lr", "rf"]``."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _fold_list(text: str) -> list[int]:
     """``"2,4"`` -> ``[2, 4]``; anything else is a clean parameter error."""
     try:
-        folds = [int(part) for part in text.split(",") if part.strip()]
+        folds = [int(part) for part in _comma_list(text)]
     except ValueError:
         folds = []
     if not folds:
@@ -191,7 +196,7 @@ def cv(
     from medfuse.config import load_config
     from medfuse.runs import HEAD_TABLE_KEYS, cv_run
 
-    names = [h.strip() for h in heads.split(",") if h.strip()] if heads else None
+    names = _comma_list(heads) if heads else None
     summary = cv_run(load_config(config, set_ or []), folds, out, heads=names, resume=resume,
                      only=_fold_list(only) if only is not None else None)
     if not summary:  # another process of a DDP run: the first one reports
@@ -385,7 +390,7 @@ def predict(
     """Predict every row of a table."""
     from medfuse.runs import predict_run
 
-    left_out = [m.strip() for m in without.split(",") if m.strip()] if without else None
+    left_out = _comma_list(without) if without else None
     preds = predict_run(run, data, out, allow_outside_paths=allow_outside_paths,
                         without=left_out)
     console.print(f"wrote {len(preds)} predictions to [bold]{out}[/]")
@@ -403,8 +408,7 @@ def benchmark(
     """Measure medfuse against plain PyTorch / scikit-learn peers and the machine's GEMM peak."""
     from medfuse.benchmark import check_sections, run_benchmark
 
-    sections = check_sections([s.strip() for s in only.split(",") if s.strip()] if only
-                               else None)
+    sections = check_sections(_comma_list(only) if only else None)
     t0 = time.perf_counter()
     with console.status("benchmark running ...") as status:
         def log(message: str) -> None:

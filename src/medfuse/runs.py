@@ -287,14 +287,6 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
     missing: list[int] = []
     frozen_hybrid = cfg.model.kind == "hybrid" and cfg.model.extractor == "frozen"
     for i, (train_idx, test_idx) in enumerate(splits):
-        if frozen_hybrid:  # nothing stops early: every training row fits the head
-            rest, held = np.arange(len(train_idx)), np.arange(0)
-        else:
-            rest, held = carve(
-                y[train_idx], groups[train_idx], cfg.data.split.valid_size, cfg.train.seed
-            )
-        train_df, valid_df = df.iloc[train_idx[rest]], df.iloc[train_idx[held]]
-        test_df = df.iloc[test_idx]
         fold_dir = out / f"fold{i}"
         key = _fold_key(cfg, folds, list(per_head), test_idx)
         skipped = only is not None and i not in only
@@ -306,6 +298,14 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
             missing.append(i)
             continue
         else:
+            if frozen_hybrid:  # nothing stops early: every training row fits the head
+                rest, held = np.arange(len(train_idx)), np.arange(0)
+            else:
+                rest, held = carve(
+                    y[train_idx], groups[train_idx], cfg.data.split.valid_size, cfg.train.seed
+                )
+            train_df, valid_df = df.iloc[train_idx[rest]], df.iloc[train_idx[held]]
+            test_df = df.iloc[test_idx]
             _start_fold(fold_dir, key)
             clf = estimator_from_config(cfg)
             if isinstance(clf, HybridClassifier):
@@ -332,8 +332,7 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
     if not is_primary():
         return {}  # another DDP process: the first one writes the results
     if missing:
-        return {"partial": True, "folds": next(iter(per_head.values())), "missing": missing,
-                "folds_k": folds}
+        return {"partial": True, "folds": next(iter(per_head.values())), "missing": missing}
     summaries = {name: summarize_folds(rows) for name, rows in per_head.items()}
     summary = dict(next(iter(summaries.values())))
     summary.update(peak_rss_mb=round(peak_rss_mb(), 1), data=validation.to_dict(),
