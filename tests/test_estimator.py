@@ -136,3 +136,14 @@ def test_same_config_and_seed_give_identical_metrics(tiny_dir: Path, tmp_path: P
     pd.testing.assert_frame_equal(p1, p2)
     np.testing.assert_array_equal(a1, a2)
     assert not np.array_equal(a1, other)  # the seed does matter
+
+
+def test_from_config_passes_every_train_setting(tiny_config: Path) -> None:
+    from medfuse.config import load_config
+
+    cfg = load_config(tiny_config, ["train.monitor=val_acc", "train.patience=7",
+                                    "train.precision=bf16-mixed", "train.sampler=balanced"])
+    params = FusionClassifier.from_config(cfg).get_params()
+    passed = {k: v for k, v in cfg.train.model_dump().items() if k in params and k != "augment"}
+    assert {"monitor", "patience", "precision", "sampler", "max_epochs"} <= set(passed)
+    assert {k: params[k] for k in passed} == passed

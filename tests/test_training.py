@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -93,3 +95,71 @@ def test_every_fusion_trains_every_encoder(fusion: str) -> None:
 def test_output_dim_contract() -> None:
     with pytest.raises(TypeError, match="output_dim"):
         output_dim(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "val_acc", "val_auc", "last"])
+def test_monitor_picks_the_weights_kept(
+    monitor: str, tiny_dir: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fitted weights are those of the epoch the monitored score ranks best (``last``:
+    the final epoch, every epoch run even though patience=1 would have stopped it)."""
+    from lightning.pytorch.callbacks import Callback
+
+    import medfuse.training as training
+    from medfuse.config import DataSpec
+    from medfuse.data import load_table
+    from medfuse.estimators import FusionClassifier
+
+    scores: list[float] = []
+    snapshots: list[dict[str, torch.Tensor]] = []
+
+    class Spy(Callback):  # after each epoch's validation, before the next epoch trains
+        def on_validation_end(self, trainer: Any, module: Any) -> None:
+            if trainer.sanity_checking:
+                return
+            key = "val_loss" if monitor == "last" else monitor
+            scores.append(float(trainer.callback_metrics[key]))
+            snapshots.append({k: v.clone() for k, v in module.model.state_dict().items()})
+
+    original = training.make_trainer
+
+    def spying(*args: Any, **kw: Any) -> Any:
+        return original(*args, **{**kw, "callbacks": [*kw.get("callbacks", []), Spy()]})
+
+    monkeypatch.setattr(training, "make_trainer", spying)
+    spec = DataSpec(tabular={"age": "continuous"}, text="note", target="label",
+                    group="patient")
+    df, _ = load_table(tiny_dir / "data.csv", spec)
+    clf = FusionClassifier(spec, max_epochs=5, lr=3e-2, patience=1 if monitor == "last" else 10,
+                           monitor=monitor, embed_dim=8, hidden_dims=(4,), batch_size=4,
+                           progress=False)
+    clf.fit(df.iloc[:17], df.iloc[17:], run_dir=tmp_path)
+    assert len(scores) == 5  # no early stop within 5 epochs
+    if monitor == "last":
+        assert len(set(scores)) > 1  # the weights moved, so "last" differs from "best"
+        chosen = 4
+        assert not (tmp_path / "checkpoints" / "best.ckpt").exists()
+    else:
+        order = np.array(scores) if monitor == "val_loss" else -np.array(scores)
+        chosen = int(np.argmin(order))  # the first epoch reaching the best score
+    kept = clf.model_.state_dict()
+    for k, v in snapshots[chosen].items():
+        assert torch.equal(kept[k], v), (k, chosen, scores)
+    others = [i for i, s in enumerate(snapshots) if i != chosen]
+    assert any(not torch.equal(kept[k], snapshots[i][k]) for i in others for k in kept)
+
+
+def test_monitor_val_auc_needs_both_classes_in_validation(tiny_dir: Any) -> None:
+    from medfuse.config import DataSpec
+    from medfuse.data import load_table
+    from medfuse.errors import ConfigError
+    from medfuse.estimators import FusionClassifier
+
+    spec = DataSpec(tabular={"age": "continuous"}, target="label", group="patient")
+    df, _ = load_table(tiny_dir / "data.csv", spec)
+    one_class = df[df["label"] == "benign"].iloc[-3:]
+    with pytest.raises(ConfigError, match="monitor='val_auc' needs both classes"):
+        FusionClassifier(spec, max_epochs=1, monitor="val_auc", progress=False).fit(
+            df.iloc[:17], one_class)
+    with pytest.raises(ConfigError, match="monitor"):
+        FusionClassifier(spec, monitor="val_f1").fit(df.iloc[:17], df.iloc[17:])

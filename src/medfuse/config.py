@@ -303,7 +303,15 @@ class TrainSpec(_Spec):
     )
     weight_decay: float = Field(1e-4, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    patience: int = Field(3, ge=1)
+    patience: int = Field(3, ge=1, description="epochs without improvement of monitor before "
+                          "training stops early")
+    monitor: Literal["val_loss", "val_auc", "val_acc", "last"] = Field(
+        "val_loss",
+        description="validation score that picks the weights kept (the best checkpoint) and "
+        "drives early stopping: val_loss (lowest), val_auc / val_acc (highest; val_auc needs "
+        "both classes among the validation rows); last: no early stopping, the last epoch's "
+        "weights",
+    )
     scheduler: Literal["plateau", "cosine", "onecycle"] = Field(
         "plateau",
         description="plateau: ReduceLROnPlateau on val_loss; cosine: linear warm-up then "

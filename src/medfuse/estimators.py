@@ -60,6 +60,7 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("plateau", "cosine", "onecycle")
 SAMPLERS = ("shuffle", "balanced")
 UNFREEZE = ("all", "gradual")
+MONITORS = ("val_loss", "val_auc", "val_acc", "last")
 
 
 class FusionClassifier(DecisionMixin):
@@ -94,6 +95,7 @@ class FusionClassifier(DecisionMixin):
         weight_decay: float = 1e-4,
         momentum: float = 0.9,
         patience: int = 3,
+        monitor: str = "val_loss",
         scheduler: str = "plateau",
         warmup: float = 0.05,
         seed: int = 0,
@@ -137,6 +139,7 @@ class FusionClassifier(DecisionMixin):
         self.weight_decay = weight_decay
         self.momentum = momentum
         self.patience = patience
+        self.monitor = monitor
         self.scheduler = scheduler
         self.warmup = warmup
         self.seed = seed
@@ -163,10 +166,10 @@ class FusionClassifier(DecisionMixin):
         "image_backbone", "pretrained", "image_size", "freeze_image", "text_encoder",
         "finetune_text", "fusion", "hidden_dims", "dropout", "max_tokens", "min_token_freq",
         "max_vocab", "embed_dim", "max_epochs", "batch_size", "optimizer", "lr", "encoder_lr",
-        "weight_decay", "momentum", "patience", "scheduler", "warmup", "seed", "augment",
-        "num_workers", "accelerator", "devices", "strategy", "num_nodes", "precision", "progress",
-        "image_pool", "image_views", "loss", "focal_gamma", "sampler", "freeze_epochs",
-        "unfreeze", "modality_dropout", "aux_loss",
+        "weight_decay", "momentum", "patience", "monitor", "scheduler", "warmup", "seed",
+        "augment", "num_workers", "accelerator", "devices", "strategy", "num_nodes",
+        "precision", "progress", "image_pool", "image_views", "loss", "focal_gamma", "sampler",
+        "freeze_epochs", "unfreeze", "modality_dropout", "aux_loss",
     )
 
     def get_params(self) -> dict[str, Any]:
@@ -185,7 +188,7 @@ class FusionClassifier(DecisionMixin):
             max_vocab=m.max_vocab, embed_dim=m.embed_dim, max_epochs=t.max_epochs,
             batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr, encoder_lr=t.encoder_lr,
             weight_decay=t.weight_decay, momentum=t.momentum, patience=t.patience,
-            scheduler=t.scheduler, warmup=t.warmup, seed=t.seed,
+            monitor=t.monitor, scheduler=t.scheduler, warmup=t.warmup, seed=t.seed,
             augment=_augment_param(t.augment), loss=t.loss, focal_gamma=t.focal_gamma,
             sampler=t.sampler, freeze_epochs=t.freeze_epochs, unfreeze=t.unfreeze,
             num_workers=t.num_workers, accelerator=t.accelerator,
@@ -205,6 +208,7 @@ class FusionClassifier(DecisionMixin):
         check_option("loss", self.loss, LOSSES, owner)
         check_option("sampler", self.sampler, SAMPLERS, owner)
         check_option("unfreeze", self.unfreeze, UNFREEZE, owner)
+        check_option("monitor", self.monitor, MONITORS, owner)
         if not isinstance(self.freeze_epochs, int) or self.freeze_epochs < 0:
             raise ConfigError(f"The 'freeze_epochs' parameter of {owner} must be an int >= 0. "
                               f"Got {self.freeze_epochs!r} instead.")
@@ -401,6 +405,12 @@ class FusionClassifier(DecisionMixin):
         last = run_dir / "checkpoints" / "last.ckpt"
         if resume and not last.is_file():
             raise ConfigError(f"cannot resume: '{last}' does not exist; train without --resume")
+        if self.monitor == "val_auc" and valid[self.spec.target].nunique() < 2:
+            raise ConfigError(
+                f"monitor='val_auc' needs both classes among the validation rows, and all "
+                f"{len(valid)} are '{valid[self.spec.target].iloc[0]}': monitor val_loss or "
+                "val_acc instead, or give the validation split more rows (data.split.valid_size)."
+            )
         loader_kw: dict[str, Any] = dict(
             batch_size=self.batch_size, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -433,7 +443,7 @@ class FusionClassifier(DecisionMixin):
         trainer, checkpoint = make_trainer(
             run_dir, self.max_epochs, self.patience, self.accelerator, self.devices,
             strategy, self.num_nodes, self.training_precision(), self.progress,
-            callbacks=callbacks,
+            callbacks=callbacks, monitor=self.monitor,
         )
         train_dl = DataLoader(train_ds, sampler=sampler,
                               drop_last=len(train_ds) > self.batch_size,
@@ -447,7 +457,7 @@ class FusionClassifier(DecisionMixin):
         self.is_primary_ = bool(trainer.is_global_zero)
         if earlier is not None and self.is_primary_:
             _prepend_log_rows(run_dir, earlier)
-        if checkpoint.best_model_path:
+        if checkpoint is not None and checkpoint.best_model_path:
             state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
             module.load_state_dict(state["state_dict"])
         self.epochs_ = int(trainer.current_epoch)

@@ -320,30 +320,33 @@ def make_trainer(
     precision: str = "32-true",
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
-) -> tuple[Trainer, ModelCheckpoint]:
+    monitor: str = "val_loss",
+) -> tuple[Trainer, ModelCheckpoint | None]:
     """A Trainer writing ``run_dir/logs`` (CSV) and ``run_dir/checkpoints`` (best + last).
 
+    ``monitor`` (``val_loss``, lowest; ``val_auc`` / ``val_acc``, highest) picks
+    ``best.ckpt`` and stops training after ``patience`` epochs without improving;
+    ``"last"`` runs every epoch and returns no best checkpoint (the final weights stand).
     ``last.ckpt`` is written after every epoch (model, optimiser, scheduler, early
     stopping and checkpoint state), so ``ckpt_path=last.ckpt`` resumes where a killed run
     stopped; ``callbacks`` are added (e.g. :class:`EpochSeed`, which makes the resumed
     epochs identical to those of an uninterrupted run).
     """
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
-        save_top_k=1,
-    )
     # Lightning's save_last only writes last.ckpt on epochs that improve the monitored
     # metric; this unmonitored checkpoint writes it after every epoch's validation
     last = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, every_n_epochs=1,
         enable_version_counter=False,
     )
-    every: list[Callback] = [
-        checkpoint,
-        last,
-        EarlyStopping(monitor="val_loss", mode="min", patience=patience),
-        *callbacks,
-    ]
+    every: list[Callback] = [last, *callbacks]
+    checkpoint = None
+    if monitor != "last":
+        mode = "min" if monitor == "val_loss" else "max"
+        checkpoint = ModelCheckpoint(
+            dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+            save_top_k=1,
+        )
+        every[:0] = [checkpoint, EarlyStopping(monitor=monitor, mode=mode, patience=patience)]
     if progress:
         every.append(TQDMProgressBar(refresh_rate=10))
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
