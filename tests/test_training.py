@@ -163,3 +163,45 @@ def test_monitor_val_auc_needs_both_classes_in_validation(tiny_dir: Any) -> None
             df.iloc[:17], one_class)
     with pytest.raises(ConfigError, match="monitor"):
         FusionClassifier(spec, monitor="val_f1").fit(df.iloc[:17], df.iloc[17:])
+
+
+def test_ema_fits_the_warmed_up_average_of_every_step(
+    tiny_dir: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ema``: the fitted weights (parameters and batch-norm statistics) are the warmed-up
+    exponential average of the weights after every optimiser step, not the last step's."""
+    from lightning.pytorch.callbacks import Callback
+
+    import medfuse.training as training
+    from medfuse.config import DataSpec
+    from medfuse.data import load_table
+    from medfuse.estimators import FusionClassifier
+
+    steps: list[dict[str, torch.Tensor]] = []
+
+    class Spy(Callback):
+        def on_train_batch_end(self, trainer: Any, module: Any, *args: Any) -> None:
+            steps.append({k: v.detach().clone() for k, v in module.model.state_dict().items()})
+
+    original = training.make_trainer
+
+    def spying(*args: Any, **kw: Any) -> Any:
+        return original(*args, **{**kw, "callbacks": [*kw.get("callbacks", []), Spy()]})
+
+    monkeypatch.setattr(training, "make_trainer", spying)
+    spec = DataSpec(tabular={"age": "continuous", "sex": "categorical"}, target="label",
+                    group="patient")
+    df, _ = load_table(tiny_dir / "data.csv", spec)
+    clf = FusionClassifier(spec, max_epochs=3, lr=3e-2, monitor="last", ema=0.5,
+                           hidden_dims=(4,), batch_size=4, progress=False)
+    clf.fit(df.iloc[:17], df.iloc[17:], run_dir=tmp_path)
+    assert len(steps) == 3 * 4  # 17 rows, batches of 4, the last partial one dropped
+    expected = {k: v.double() for k, v in steps[0].items()}
+    for n, weights in enumerate(steps[1:], start=1):
+        d = min(0.5, (1 + n) / (10 + n))
+        expected = {k: d * expected[k] + (1 - d) * weights[k].double() for k in expected}
+    kept = clf.model_.state_dict()
+    for k, v in kept.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v.double(), expected[k], rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(kept[k], steps[-1][k]) for k in kept)  # not the raw weights

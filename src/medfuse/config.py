@@ -332,6 +332,12 @@ class TrainSpec(_Spec):
         "shuffle", description="shuffle: each training row once per epoch; balanced: rows "
         "drawn with replacement, every class equally often"
     )
+    ema: float = Field(
+        0.0, ge=0.0, lt=1.0, description="decay of an exponential moving average of the "
+        "weights, updated every step (e.g. 0.99; warmed up as in timm: min(ema, (1 + n) / "
+        "(10 + n)) at update n); validation, checkpoints and the fitted model use the average; "
+        "0: off"
+    )
     freeze_epochs: int = Field(
         0, ge=0, description="train the head with the image backbone frozen for this many "
         "epochs first, then unfreeze it (at encoder_lr)"

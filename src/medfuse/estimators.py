@@ -103,6 +103,7 @@ class FusionClassifier(DecisionMixin):
         loss: str = "ce",
         focal_gamma: float = 2.0,
         sampler: str = "shuffle",
+        ema: float = 0.0,
         freeze_epochs: int = 0,
         unfreeze: str = "all",
         num_workers: int = 0,
@@ -147,6 +148,7 @@ class FusionClassifier(DecisionMixin):
         self.loss = loss
         self.focal_gamma = focal_gamma
         self.sampler = sampler
+        self.ema = ema
         self.freeze_epochs = freeze_epochs
         self.unfreeze = unfreeze
         self.num_workers = num_workers
@@ -169,7 +171,7 @@ class FusionClassifier(DecisionMixin):
         "weight_decay", "momentum", "patience", "monitor", "scheduler", "warmup", "seed",
         "augment", "num_workers", "accelerator", "devices", "strategy", "num_nodes",
         "precision", "progress", "image_pool", "image_views", "loss", "focal_gamma", "sampler",
-        "freeze_epochs", "unfreeze", "modality_dropout", "aux_loss",
+        "ema", "freeze_epochs", "unfreeze", "modality_dropout", "aux_loss",
     )
 
     def get_params(self) -> dict[str, Any]:
@@ -190,7 +192,7 @@ class FusionClassifier(DecisionMixin):
             weight_decay=t.weight_decay, momentum=t.momentum, patience=t.patience,
             monitor=t.monitor, scheduler=t.scheduler, warmup=t.warmup, seed=t.seed,
             augment=_augment_param(t.augment), loss=t.loss, focal_gamma=t.focal_gamma,
-            sampler=t.sampler, freeze_epochs=t.freeze_epochs, unfreeze=t.unfreeze,
+            sampler=t.sampler, ema=t.ema, freeze_epochs=t.freeze_epochs, unfreeze=t.unfreeze,
             num_workers=t.num_workers, accelerator=t.accelerator,
             devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
             precision=t.precision, image_pool=m.image_pool, image_views=m.image_views,
@@ -231,7 +233,7 @@ class FusionClassifier(DecisionMixin):
                 raise ConfigError(
                     f"The '{name}' parameter of {owner} must be an int >= 1. Got {value!r} instead."
                 )
-        for name in ("dropout", "modality_dropout"):
+        for name in ("dropout", "modality_dropout", "ema"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= float(value) < 1.0):
                 raise ConfigError(
@@ -400,7 +402,13 @@ class FusionClassifier(DecisionMixin):
     ) -> None:
         """Run Lightning on ``module`` and restore the best checkpoint's weights."""
         from medfuse.data.decoded import training_cache
-        from medfuse.training import EpochSampler, EpochSeed, balanced_weights, make_trainer
+        from medfuse.training import (
+            EpochSampler,
+            EpochSeed,
+            balanced_weights,
+            ema_callback,
+            make_trainer,
+        )
 
         last = run_dir / "checkpoints" / "last.ckpt"
         if resume and not last.is_file():
@@ -430,6 +438,8 @@ class FusionClassifier(DecisionMixin):
             weights = balanced_weights(pre.encode_target(train[self.spec.target]).numpy())
         sampler = EpochSampler(len(train_ds), self.seed, weights=weights)
         callbacks: list[Any] = [EpochSeed(self.seed, [sampler])]
+        if self.ema:
+            callbacks.append(ema_callback(self.ema))
         strategy = self.strategy
         encoders = dict(getattr(module.model, "encoders", {}))  # an nn.ModuleDict
         image = encoders.get("image")

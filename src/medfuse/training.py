@@ -309,6 +309,29 @@ class EpochSeed(Callback):
             sampler.set_epoch(epoch)
 
 
+def ema_update(decay: float) -> Any:
+    """``AveragedModel``'s ``avg_fn`` for an EMA of decay ``decay``, warmed up as timm's.
+
+    Update ``n`` (the first is a plain copy) moves the average by ``1 - d`` towards the
+    current weights, ``d = min(decay, (1 + n) / (10 + n))``: early averages follow the
+    weights closely instead of holding on to the pretrained start for hundreds of steps.
+    """
+
+    def update(average: torch.Tensor, current: torch.Tensor, n: torch.Tensor | int) -> Any:
+        d = min(decay, (1 + int(n)) / (10 + int(n)))
+        return d * average + (1 - d) * current
+
+    return update
+
+
+def ema_callback(decay: float) -> Callback:
+    """Lightning's weight averaging with :func:`ema_update`: validation, checkpoints and the
+    weights left after ``fit`` are the average (parameters and batch-norm statistics)."""
+    from lightning.pytorch.callbacks import WeightAveraging
+
+    return WeightAveraging(avg_fn=ema_update(decay))
+
+
 def make_trainer(
     run_dir: Path,
     max_epochs: int,
