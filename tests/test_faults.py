@@ -51,14 +51,16 @@ def assert_close(a: Any, b: Any, where: str = "metrics") -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
+@pytest.mark.parametrize("extra", [[], ["--set", "train.ema=0.9"]], ids=["plain", "ema"])
 def test_sigkilled_training_resumes_to_the_uninterrupted_result(
-    tiny_config: Path, tmp_path: Path
+    tiny_config: Path, tmp_path: Path, extra: list[str]
 ) -> None:
+    """Also with a moving average of the weights (its state lives in the checkpoint)."""
     import torch
 
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    ref = train(tiny_config, reference)  # runs alongside the one that gets killed
-    victim = train(tiny_config, killed)
+    ref = train(tiny_config, reference, *extra)  # runs alongside the one that gets killed
+    victim = train(tiny_config, killed, *extra)
     last = killed / "checkpoints" / "last.ckpt"
     try:
         deadline = time.monotonic() + 180
@@ -77,7 +79,7 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_result(
     epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
     assert epoch < 3, f"killed too late (checkpoint of epoch {epoch})"
 
-    finish(train(tiny_config, killed, "--resume"))
+    finish(train(tiny_config, killed, "--resume", *extra))
     finish(ref)
 
     got = json.loads((killed / "metrics.json").read_text())
