@@ -139,7 +139,9 @@ class FusionModule(LightningModule):
             val_loss = float(total[0] / total[1].clamp_min(1))
             if self.plateau is not None and not self.trainer.sanity_checking:
                 self.plateau.step(val_loss)
-        if not self._val:
+        if not self._val or self.trainer.sanity_checking:
+            # Lightning's sanity check runs two batches, often one class: no scores from it
+            self._val.clear()
             return
         proba_t = torch.cat([p for p, _ in self._val])
         target_t = torch.cat([t for _, t in self._val])
