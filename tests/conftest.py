@@ -34,6 +34,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture()
+def add_callbacks(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``add_callbacks(cb, ...)``: every Trainer medfuse builds in this test also runs them."""
+    import medfuse.training as training
+
+    original = training.make_trainer
+
+    def add(*extra: Any) -> None:
+        def spying(*args: Any, **kw: Any) -> Any:
+            return original(*args, **{**kw, "callbacks": [*kw.get("callbacks", []), *extra]})
+
+        monkeypatch.setattr(training, "make_trainer", spying)
+
+    return add
+
+
 def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2") -> Path:
     """A minimal valid DICOM file holding a 16-bit grayscale image."""
     from pydicom.dataset import FileDataset, FileMetaDataset

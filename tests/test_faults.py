@@ -104,13 +104,12 @@ def test_resume_without_a_checkpoint_is_a_clean_error(tiny_config: Path, tmp_pat
 
 
 def test_checkpoint_is_written_after_every_epoch(
-    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_dir: Path, tmp_path: Path, add_callbacks: Any
 ) -> None:
     """``last.ckpt`` follows every epoch, improving or not (Lightning's save_last does not)."""
     import torch
     from lightning.pytorch.callbacks import Callback
 
-    import medfuse.training as training
     from medfuse.config import DataSpec
     from medfuse.data import load_table
     from medfuse.estimators import FusionClassifier
@@ -128,12 +127,7 @@ def test_checkpoint_is_written_after_every_epoch(
 
     spec = DataSpec(tabular={"age": "continuous"}, target="label", group="patient")
     df, _ = load_table(tiny_dir / "data.csv", spec)
-    original = training.make_trainer
-
-    def spying(*args: Any, **kw: Any) -> Any:
-        return original(*args, **{**kw, "callbacks": [*kw.get("callbacks", []), Spy()]})
-
-    monkeypatch.setattr(training, "make_trainer", spying)
+    add_callbacks(Spy())
     # lr ~ 0: the validation loss never improves after the first epoch
     FusionClassifier(spec, max_epochs=3, lr=1e-12, patience=10, progress=False,
                      hidden_dims=(4,)).fit(df.iloc[:18], df.iloc[18:], run_dir=tmp_path)

@@ -64,12 +64,11 @@ def test_backbone_group_is_in_the_optimizer_at_encoder_lr_from_the_start() -> No
     assert not any(p.requires_grad for p in slow["params"])
 
 
-def _fit(tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def _fit(tiny_dir: Path, tmp_path: Path, add_callbacks: Any,
          **params: Any) -> list[dict[str, Any]]:
     """Fit on the tiny fixture; per-epoch snapshots of the backbone taken by a spy callback."""
     from lightning.pytorch.callbacks import Callback
 
-    import medfuse.training as training
     from medfuse.data import load_table
     from medfuse.estimators import FusionClassifier
 
@@ -84,12 +83,7 @@ def _fit(tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                 "lrs": sorted(g["lr"] for g in trainer.optimizers[0].param_groups),
             })
 
-    original = training.make_trainer
-
-    def spying(*args: Any, **kw: Any) -> Any:
-        return original(*args, **{**kw, "callbacks": [*kw.get("callbacks", []), Spy()]})
-
-    monkeypatch.setattr(training, "make_trainer", spying)
+    add_callbacks(Spy())
     spec = DataSpec(image="image", tabular={"age": "continuous"}, target="label",
                     group="patient")
     df, _ = load_table(tiny_dir / "data.csv", spec)
@@ -102,9 +96,9 @@ def _fit(tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 def test_fit_trains_the_head_first_then_the_backbone_gradually(
-    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_dir: Path, tmp_path: Path, add_callbacks: Any
 ) -> None:
-    seen = _fit(tiny_dir, tmp_path, monkeypatch, freeze_epochs=1, unfreeze="gradual",
+    seen = _fit(tiny_dir, tmp_path, add_callbacks, freeze_epochs=1, unfreeze="gradual",
                 max_epochs=3)
     assert [s["trainable"][-2:] for s in seen] == [[False, False], [False, True], [True, True]]
     assert not any(seen[2]["trainable"][:-2])  # the stem and lower stages stay frozen

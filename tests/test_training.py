@@ -99,13 +99,12 @@ def test_output_dim_contract() -> None:
 
 @pytest.mark.parametrize("monitor", ["val_loss", "val_acc", "val_auc", "last"])
 def test_monitor_picks_the_weights_kept(
-    monitor: str, tiny_dir: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    monitor: str, tiny_dir: Any, tmp_path: Any, add_callbacks: Any
 ) -> None:
     """The fitted weights are those of the epoch the monitored score ranks best (``last``:
     the final epoch, every epoch run even though patience=1 would have stopped it)."""
     from lightning.pytorch.callbacks import Callback
 
-    import medfuse.training as training
     from medfuse.config import DataSpec
     from medfuse.data import load_table
     from medfuse.estimators import FusionClassifier
@@ -121,12 +120,7 @@ def test_monitor_picks_the_weights_kept(
             scores.append(float(trainer.callback_metrics[key]))
             snapshots.append({k: v.clone() for k, v in module.model.state_dict().items()})
 
-    original = training.make_trainer
-
-    def spying(*args: Any, **kw: Any) -> Any:
-        return original(*args, **{**kw, "callbacks": [*kw.get("callbacks", []), Spy()]})
-
-    monkeypatch.setattr(training, "make_trainer", spying)
+    add_callbacks(Spy())
     spec = DataSpec(tabular={"age": "continuous"}, text="note", target="label",
                     group="patient")
     df, _ = load_table(tiny_dir / "data.csv", spec)
@@ -166,13 +160,12 @@ def test_monitor_val_auc_needs_both_classes_in_validation(tiny_dir: Any) -> None
 
 
 def test_ema_fits_the_warmed_up_average_of_every_step(
-    tiny_dir: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    tiny_dir: Any, tmp_path: Any, add_callbacks: Any
 ) -> None:
     """``ema``: the fitted weights (parameters and batch-norm statistics) are the warmed-up
     exponential average of the weights after every optimiser step, not the last step's."""
     from lightning.pytorch.callbacks import Callback
 
-    import medfuse.training as training
     from medfuse.config import DataSpec
     from medfuse.data import load_table
     from medfuse.estimators import FusionClassifier
@@ -183,12 +176,7 @@ def test_ema_fits_the_warmed_up_average_of_every_step(
         def on_train_batch_end(self, trainer: Any, module: Any, *args: Any) -> None:
             steps.append({k: v.detach().clone() for k, v in module.model.state_dict().items()})
 
-    original = training.make_trainer
-
-    def spying(*args: Any, **kw: Any) -> Any:
-        return original(*args, **{**kw, "callbacks": [*kw.get("callbacks", []), Spy()]})
-
-    monkeypatch.setattr(training, "make_trainer", spying)
+    add_callbacks(Spy())
     spec = DataSpec(tabular={"age": "continuous", "sex": "categorical"}, target="label",
                     group="patient")
     df, _ = load_table(tiny_dir / "data.csv", spec)
