@@ -5,9 +5,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from medfuse.config import DataSpec
+from medfuse.data import load_table
 from medfuse.encoders.tabular import TabularEncoder
+from medfuse.errors import ConfigError
+from medfuse.estimators import FusionClassifier
 from medfuse.fusion import FusionModel, output_dim
 from medfuse.training import FusionModule, class_weights
 
@@ -103,12 +108,6 @@ def test_monitor_picks_the_weights_kept(
 ) -> None:
     """The fitted weights are those of the epoch the monitored score ranks best (``last``:
     the final epoch, every epoch run even though patience=1 would have stopped it)."""
-    from lightning.pytorch.callbacks import Callback
-
-    from medfuse.config import DataSpec
-    from medfuse.data import load_table
-    from medfuse.estimators import FusionClassifier
-
     scores: list[float] = []
     snapshots: list[dict[str, torch.Tensor]] = []
 
@@ -144,10 +143,6 @@ def test_monitor_picks_the_weights_kept(
 
 
 def test_monitor_val_auc_needs_both_classes_in_validation(tiny_dir: Any) -> None:
-    from medfuse.config import DataSpec
-    from medfuse.data import load_table
-    from medfuse.errors import ConfigError
-    from medfuse.estimators import FusionClassifier
 
     spec = DataSpec(tabular={"age": "continuous"}, target="label", group="patient")
     df, _ = load_table(tiny_dir / "data.csv", spec)
@@ -164,12 +159,6 @@ def test_ema_fits_the_warmed_up_average_of_every_step(
 ) -> None:
     """``ema``: the fitted weights (parameters and batch-norm statistics) are the warmed-up
     exponential average of the weights after every optimiser step, not the last step's."""
-    from lightning.pytorch.callbacks import Callback
-
-    from medfuse.config import DataSpec
-    from medfuse.data import load_table
-    from medfuse.estimators import FusionClassifier
-
     steps: list[dict[str, torch.Tensor]] = []
 
     class Spy(Callback):

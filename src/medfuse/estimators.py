@@ -400,7 +400,8 @@ class FusionClassifier(DecisionMixin):
         self, module: Any, pre: Preprocessor, train: pd.DataFrame, valid: pd.DataFrame,
         run_dir: Path, resume: bool,
     ) -> None:
-        """Run Lightning on ``module`` and restore the best checkpoint's weights."""
+        """Run Lightning on ``module``; keep the best checkpoint's weights (``monitor``) or,
+        with ``monitor="last"``, the final ones."""
         from medfuse.data.decoded import training_cache
         from medfuse.training import (
             EpochSampler,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -311,7 +311,7 @@ class EpochSeed(Callback):
             sampler.set_epoch(epoch)
 
 
-def ema_update(decay: float) -> Any:
+def ema_update(decay: float) -> Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]:
     """``AveragedModel``'s ``avg_fn`` for an EMA of decay ``decay``, warmed up as timm's.
 
     Update ``n`` (the first is a plain copy) moves the average by ``1 - d`` towards the
@@ -319,7 +319,7 @@ def ema_update(decay: float) -> Any:
     weights closely instead of holding on to the pretrained start for hundreds of steps.
     """
 
-    def update(average: torch.Tensor, current: torch.Tensor, n: torch.Tensor | int) -> Any:
+    def update(average: torch.Tensor, current: torch.Tensor, n: Any) -> torch.Tensor:
         d = min(decay, (1 + int(n)) / (10 + int(n)))
         return d * average + (1 - d) * current
 
@@ -363,15 +363,14 @@ def make_trainer(
         dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, every_n_epochs=1,
         enable_version_counter=False,
     )
-    every: list[Callback] = [last, *callbacks]
-    checkpoint = None
-    if monitor != "last":
+    checkpoint, every = None, [last, *callbacks]
+    if monitor != "last":  # a best checkpoint and early stopping, both on the monitored score
         mode = "min" if monitor == "val_loss" else "max"
         checkpoint = ModelCheckpoint(
             dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
             save_top_k=1,
         )
-        every[:0] = [checkpoint, EarlyStopping(monitor=monitor, mode=mode, patience=patience)]
+        every += [checkpoint, EarlyStopping(monitor=monitor, mode=mode, patience=patience)]
     if progress:
         every.append(TQDMProgressBar(refresh_rate=10))
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
