@@ -28,7 +28,7 @@ def isic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i in range(30):
         patient = i // 3
         target = int(patient % 3 == 0)  # 4 of the 10 patients have melanoma
-        coarse = rng.integers(120, 230, size=(4, 4, 3), dtype=np.uint8)  # distinct images
+        coarse = rng.integers(110, 240, size=(8, 8, 3), dtype=np.uint8)  # distinct images
         skin = np.asarray(Image.fromarray(coarse).resize((32, 32), Image.Resampling.BILINEAR))
         skin = skin.copy()
         r = 4 + 3 * target + int(rng.integers(0, 3))

@@ -9,7 +9,7 @@ from PIL import Image
 
 from medfuse.config import DataSpec, SplitSpec
 from medfuse.data import group_labels, holdout_split, kfold_splits, load_table
-from medfuse.data.splits import near_duplicate_pairs
+from medfuse.data.splits import DIHEDRAL, near_duplicate_pairs
 from medfuse.errors import DataError
 
 
@@ -85,3 +85,44 @@ def test_near_duplicate_pairs_blocks() -> None:
     hashes = np.array([0, 1, 3, 0xFFFF, 0xFFFF], dtype=np.uint64)
     pairs = near_duplicate_pairs(hashes, max_distance=1, block=2)
     assert {tuple(p) for p in pairs.tolist()} == {(0, 1), (1, 2), (3, 4)}
+
+
+def test_flipped_and_rotated_copies_are_grouped(tmp_path: Path) -> None:
+    """A copy flipped or turned by 90 degrees (and re-encoded) is a near-duplicate too."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(14):
+        base = (rng.random((8, 8)) * 255).astype(np.uint8)
+        img = Image.fromarray(base).resize((96, 96), Image.Resampling.BILINEAR)
+        img.save(tmp_path / f"{i}.png")
+        rows.append({"image": f"{i}.png", "y": str(i % 2)})
+        if i < 7:  # one copy per non-identity symmetry, noisy JPEG
+            op = DIHEDRAL[i + 1]
+            assert op is not None
+            moved = np.asarray(img.transpose(op)).astype(int) + rng.integers(-6, 7, (96, 96))
+            Image.fromarray(np.clip(moved, 0, 255).astype(np.uint8)).save(
+                tmp_path / f"{i}_moved.jpg", quality=80)
+            rows.append({"image": f"{i}_moved.jpg", "y": str(i % 2)})
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    spec = DataSpec(image="image", target="y")
+    assert spec.split.dedupe_flips  # on by default
+    df, _ = load_table(tmp_path / "d.csv", spec)
+    labels, report = group_labels(df, spec)
+    assert (report.n_groups, report.duplicate_groups, report.duplicate_images) == (14, 7, 14)
+    names = df["image"].map(lambda p: Path(p).stem).tolist()
+    for i in range(7):
+        assert labels[names.index(str(i))] == labels[names.index(f"{i}_moved")]
+    plain = spec.model_copy(update={"split": SplitSpec(dedupe_flips=False)})
+    assert group_labels(df, plain)[1].n_groups == 21  # as-is hashes miss every moved copy
+    folds, _ = kfold_splits(df, spec, k=3, seed=0)
+    for tr, te in folds:
+        assert not {n.split("_")[0] for n in np.array(names)[tr]} & {
+            n.split("_")[0] for n in np.array(names)[te]}
+
+
+def test_near_duplicate_pairs_under_symmetries() -> None:
+    # row 1 is row 0 seen through its second symmetry; row 2 matches nothing
+    hashes = np.array([[0, 0xF0F0, 7], [0xF0F1, 1, 2], [0xFFFF_0000, 5, 6]], dtype=np.uint64)
+    assert near_duplicate_pairs(hashes, 1).tolist() == [[0, 1]]
+    assert near_duplicate_pairs(hashes[:, :1], 1).tolist() == []
+    assert near_duplicate_pairs(hashes[:, 0], 1).tolist() == []

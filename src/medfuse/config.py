@@ -71,6 +71,10 @@ class SplitSpec(_Spec):
     hash_distance: int = Field(
         6, ge=0, le=64, description="max Hamming distance of 64-bit perceptual hashes"
     )
+    dedupe_flips: bool = Field(
+        True, description="also link an image to flipped / 90-degree-rotated copies of it "
+        "(public datasets often ship such augmented copies); needs dedupe_images"
+    )
 
 
 class DataSpec(_Spec):

@@ -2,7 +2,10 @@
 
 Near-duplicates are found with 64-bit perceptual hashes (DCT pHash via
 ``imagehash``): images whose hashes differ in at most ``max_distance`` bits are
-linked, and linked images (transitively) form one group. Patient groups and
+linked, and linked images (transitively) form one group. With
+``split.dedupe_flips`` (the default) an image is also compared under the eight
+flips / 90-degree rotations of the square, because public datasets often ship
+augmented copies (Br35H holds hundreds of mirrored slices). Patient groups and
 duplicate groups are merged with union-find, so a patient's images and any
 near copy of them always land on the same side of every split.
 
@@ -28,6 +31,7 @@ from typing import Any
 import imagehash
 import numpy as np
 import pandas as pd
+from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold
 
 from medfuse.config import DataSpec
@@ -57,20 +61,42 @@ class SplitReport:
         }
 
 
-def image_hashes(paths: list[str], workers: int = 4) -> np.ndarray:
+#: The eight symmetries of the square (identity first): flips, 90-degree rotations, transposes.
+DIHEDRAL: tuple[Image.Transpose | None, ...] = (
+    None,
+    Image.Transpose.FLIP_LEFT_RIGHT,
+    Image.Transpose.FLIP_TOP_BOTTOM,
+    Image.Transpose.ROTATE_90,
+    Image.Transpose.ROTATE_180,
+    Image.Transpose.ROTATE_270,
+    Image.Transpose.TRANSPOSE,
+    Image.Transpose.TRANSVERSE,
+)
+
+
+def _phash_bits(img: Image.Image) -> int:
+    bits = imagehash.phash(img).hash.flatten()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def image_hashes(paths: list[str], workers: int = 4, flips: bool = False) -> np.ndarray:
     """64-bit perceptual hashes (``uint64``) of the images at ``paths``.
 
-    Remembered on disk by file content (``$MEDFUSE_HOME/phash.json``), so a second
-    run over the same images decodes none of them.
+    Shape ``(n,)``; with ``flips``, ``(n, 8)``: column ``t`` hashes the image under
+    :data:`DIHEDRAL` ``[t]`` (column 0 is the image as it is).
+
+    Remembered on disk by file content (``$MEDFUSE_HOME/phash.json``, ``phash8.json``),
+    so a second run over the same images decodes none of them.
     """
     from medfuse.hybrid import file_digest
 
-    def one(path: str) -> int:
-        img = read_image(path, draft=128)
-        bits = imagehash.phash(img).hash.flatten()
-        return int("".join("1" if b else "0" for b in bits), 2)
+    ops = DIHEDRAL if flips else DIHEDRAL[:1]
 
-    store = _phash_store()
+    def one(path: str) -> list[int]:
+        img = read_image(path, draft=128)
+        return [_phash_bits(img if op is None else img.transpose(op)) for op in ops]
+
+    store = _phash_store(flips)
     known = _read_phash(store)
     digests = [file_digest(p) for p in paths]
     todo = [i for i, d in enumerate(digests) if d not in known]
@@ -79,23 +105,26 @@ def image_hashes(paths: list[str], workers: int = 4) -> np.ndarray:
             known[digests[i]] = value
     if todo:
         _write_phash(store, known)
-    return np.asarray([known[d] for d in digests], dtype=np.uint64)
+    out = np.asarray([known[d] for d in digests], dtype=np.uint64).reshape(len(paths), len(ops))
+    return out if flips else out[:, 0]
 
 
-def _phash_store() -> Path:
+def _phash_store(flips: bool) -> Path:
     from medfuse.data.builtin import data_home
 
-    return data_home() / "phash.json"
+    return data_home() / ("phash8.json" if flips else "phash.json")
 
 
-def _read_phash(path: Path) -> dict[str, int]:
+def _read_phash(path: Path) -> dict[str, list[int]]:
     try:
-        return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
-    except (OSError, ValueError, AttributeError):  # absent or torn: start afresh
+        raw = json.loads(path.read_text())
+        return {str(k): [int(x) for x in (v if isinstance(v, list) else [v])]
+                for k, v in raw.items()}
+    except (OSError, ValueError, AttributeError, TypeError):  # absent or torn: start afresh
         return {}
 
 
-def _write_phash(path: Path, known: dict[str, int]) -> None:
+def _write_phash(path: Path, known: dict[str, list[int]]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -121,17 +150,28 @@ def _union(parent: np.ndarray, a: int, b: int) -> None:
 
 
 def near_duplicate_pairs(hashes: np.ndarray, max_distance: int, block: int = 1024) -> np.ndarray:
-    """``(k, 2)`` index pairs ``i < j`` whose hashes differ in ``<= max_distance`` bits."""
-    n = len(hashes)
+    """``(k, 2)`` index pairs ``i < j`` whose hashes differ in ``<= max_distance`` bits.
+
+    ``hashes`` of shape ``(n, t)`` (from ``image_hashes(..., flips=True)``) link ``i``
+    and ``j`` when any column of ``i`` is that close to column 0 of ``j`` (or the other
+    way round): ``j`` is a near copy of a flipped or rotated ``i``.
+    """
+    h = np.asarray(hashes, dtype=np.uint64)
+    h = h[:, None] if h.ndim == 1 else h
+    n = len(h)
+    base = h[:, 0]
     out = []
     for start in range(0, n, block):
-        chunk = hashes[start : start + block]
-        dist = np.bitwise_count(chunk[:, None] ^ hashes[None, :])
+        chunk = h[start : start + block]
+        dist = np.bitwise_count(chunk[:, :1] ^ base[None, :])
+        for t in range(1, h.shape[1]):
+            np.minimum(dist, np.bitwise_count(chunk[:, t : t + 1] ^ base[None, :]), out=dist)
         ii, jj = np.nonzero(dist <= max_distance)
         ii = ii + start
-        keep = ii < jj
-        out.append(np.stack([ii[keep], jj[keep]], axis=1))
-    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
+        keep = ii != jj
+        out.append(np.stack([np.minimum(ii, jj)[keep], np.maximum(ii, jj)[keep]], axis=1))
+    pairs = np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
+    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2).astype(np.int64)
 
 
 def group_labels(
@@ -168,7 +208,8 @@ def group_labels(
                 seen[key] = i
         if spec.split.dedupe_images:
             if hashes is None:
-                hashes = image_hashes([paths[i] for i in with_image])
+                hashes = image_hashes([paths[i] for i in with_image],
+                                      flips=spec.split.dedupe_flips)
             elif len(hashes) == n:
                 hashes = np.asarray(hashes)[with_image]
             for a, b in near_duplicate_pairs(hashes, spec.split.hash_distance):
@@ -189,10 +230,11 @@ def group_labels(
     )
     if dup_groups:
         log.info(
-            "near-duplicate images: %d groups holding %d images (hash distance <= %d)",
+            "near-duplicate images: %d groups holding %d images (hash distance <= %d%s)",
             dup_groups,
             dup_images,
             spec.split.hash_distance,
+            ", flips and rotations included" if spec.split.dedupe_flips else "",
         )
     return labels, report
 
