@@ -97,7 +97,7 @@ def image_hashes(paths: list[str], workers: int = 4, flips: bool = False) -> np.
         return [_phash_bits(img if op is None else img.transpose(op)) for op in ops]
 
     store = _phash_store(flips)
-    known = _read_phash(store)
+    known = _read_phash(store, len(ops))
     digests = [file_digest(p) for p in paths]
     todo = [i for i, d in enumerate(digests) if d not in known]
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -115,13 +115,15 @@ def _phash_store(flips: bool) -> Path:
     return data_home() / ("phash8.json" if flips else "phash.json")
 
 
-def _read_phash(path: Path) -> dict[str, list[int]]:
+def _read_phash(path: Path, width: int) -> dict[str, list[int]]:
+    """The cached hashes (``width`` per image); entries of another width are recomputed."""
     try:
         raw = json.loads(path.read_text())
-        return {str(k): [int(x) for x in (v if isinstance(v, list) else [v])]
-                for k, v in raw.items()}
+        known = {str(k): [int(x) for x in (v if isinstance(v, list) else [v])]
+                 for k, v in raw.items()}
     except (OSError, ValueError, AttributeError, TypeError):  # absent or torn: start afresh
         return {}
+    return {k: v for k, v in known.items() if len(v) == width}
 
 
 def _write_phash(path: Path, known: dict[str, list[int]]) -> None:
