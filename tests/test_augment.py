@@ -72,6 +72,8 @@ def test_each_step_does_what_it_says(dataset_args: tuple[pd.DataFrame, Preproces
     torch.testing.assert_close(vflip, plain.flip(1))
     hflip = MultimodalDataset(df, pre, augment={**still, "hflip": 1.0})[(0, 1)]["image"]
     torch.testing.assert_close(hflip, plain.flip(2))
+    turned = MultimodalDataset(df, pre, augment={**still, "rot90": 1.0})[(0, 1)]["image"]
+    torch.testing.assert_close(turned, plain.rot90(1, dims=(1, 2)))
     # a 90-degree-at-most rotation uncovers corners, filled with the normalisation mean (-> 0)
     rot = MultimodalDataset(df, pre, augment={**still, "rotate": 90})
     corners = torch.stack([rot[(0, s)]["image"][:, 0, 0] for s in range(20)])
@@ -81,6 +83,22 @@ def test_each_step_does_what_it_says(dataset_args: tuple[pd.DataFrame, Preproces
     crop = MultimodalDataset(df, pre, augment={**still, "random_resized_crop": 0.3})
     assert crop[(0, 1)]["image"].shape == plain.shape and not torch.equal(crop[(0, 1)]["image"],
                                                                            plain)
+
+
+def test_flips_and_quarter_turns_reach_all_eight_symmetries(
+    dataset_args: tuple[pd.DataFrame, Preprocessor]
+) -> None:
+    df, pre = dataset_args
+    plain = MultimodalDataset(df, pre)[0]["image"]
+    ds = MultimodalDataset(df, pre, augment={"hflip": 0.5, "vflip": 0.5, "rot90": 0.5,
+                                             "rotate": 0.0, "translate": 0.0, "scale": 0.0})
+    views = [plain.rot90(k, dims=(1, 2)) for k in range(4)]
+    views += [v.flip(2) for v in views]
+    counts = [0] * 8
+    for seed in range(400):
+        out = ds[(0, seed)]["image"]
+        counts[next(i for i, v in enumerate(views) if torch.equal(out, v))] += 1
+    assert min(counts) >= 25, counts  # each of the 8 about 50 times in 400
 
 
 def _hairy_lesion(n: int = 224) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -218,6 +218,13 @@ def test_gem_pool_and_mirror_views() -> None:
     mirrored = torch.flip(x, dims=[3])
     torch.testing.assert_close(both(x), both(mirrored))  # left-right invariant
     torch.testing.assert_close(both(x), (gem(x) + gem(mirrored)) / 2)
+    eight = ImageEncoder("resnet18", pretrained="none", freeze=True, pool="gem",
+                         views="dihedral")
+    eight.load_state_dict(avg.state_dict())
+    assert not torch.allclose(both(x), both(torch.rot90(x, 1, dims=(2, 3))), atol=1e-4)
+    for moved in (torch.rot90(x, 1, dims=(2, 3)), torch.rot90(x, 2, dims=(2, 3)),
+                  x.transpose(2, 3), torch.flip(x, dims=[2])):
+        torch.testing.assert_close(eight(x), eight(moved))  # invariant to all eight
 
 
 @pytest.mark.parametrize(

@@ -234,9 +234,15 @@ class ModelSpec(_Spec):
         "avg", description="pooling of the image backbone's last feature map: avg or gem "
         "(generalised mean, p = 3)"
     )
-    image_views: Literal["none", "hflip"] = Field(
+    image_views: Literal["none", "hflip", "dihedral"] = Field(
         "none", description="image features averaged over the image and its mirror image "
-        "(hflip: left-right invariant, twice the compute) or not"
+        "(hflip: left-right invariant, twice the compute), over its eight flips / quarter "
+        "turns (dihedral, 8x the compute) or not"
+    )
+    tta: Literal["none", "hflip", "dihedral"] = Field(
+        "none", description="fused models: test-time augmentation, class probabilities "
+        "averaged over the image and its mirror image (hflip) or its eight flips / quarter "
+        "turns (dihedral) at prediction; training is unchanged"
     )
 
     @field_validator("text_features")
@@ -264,6 +270,10 @@ class AugmentSpec(_Spec):
 
     hflip: float = Field(0.5, ge=0.0, le=1.0, description="probability of a left-right flip")
     vflip: float = Field(0.0, ge=0.0, le=1.0, description="probability of an up-down flip")
+    rot90: float = Field(
+        0.0, ge=0.0, le=1.0, description="probability of a quarter turn (with hflip = vflip = "
+        "0.5 and rot90 = 0.5, each of the 8 flips / rotations of the square is equally likely)"
+    )
     rotate: float = Field(10.0, ge=0.0, le=180.0, description="max rotation, degrees")
     translate: float = Field(0.05, ge=0.0, lt=1.0, description="max shift, share of the side")
     scale: float = Field(0.1, ge=0.0, lt=1.0, description="max zoom in / out, e.g. 0.1: 0.9-1.1")

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from medfuse.config import AugmentSpec, DataPolicy, DataSpec, RunConfig
-from medfuse.data.augment import augment_spec
+from medfuse.data.augment import VIEWS, augment_spec
 from medfuse.data.dataset import MultimodalDataset
 from medfuse.data.preprocess import ImageTransform, Preprocessor
 from medfuse.data.splits import carve, group_labels
@@ -37,7 +37,7 @@ from medfuse.data.validation import validate_table
 from medfuse.decision import DecisionMixin
 from medfuse.distributed import is_primary
 from medfuse.errors import ConfigError, NotFittedError, check_option
-from medfuse.fusion import FUSIONS, FusionModel
+from medfuse.fusion import FUSIONS, FusionModel, view_averaged_proba
 from medfuse.io import (
     atomic_path,
     atomic_write_json,
@@ -115,6 +115,7 @@ class FusionClassifier(DecisionMixin):
         progress: bool = True,
         image_pool: str = "avg",
         image_views: str = "none",
+        tta: str = "none",
         modality_dropout: float = 0.0,
         aux_loss: float = 0.0,
     ) -> None:
@@ -160,6 +161,7 @@ class FusionClassifier(DecisionMixin):
         self.progress = progress
         self.image_pool = image_pool
         self.image_views = image_views
+        self.tta = tta
         self.modality_dropout = modality_dropout
         self.aux_loss = aux_loss
 
@@ -170,8 +172,8 @@ class FusionClassifier(DecisionMixin):
         "max_vocab", "embed_dim", "max_epochs", "batch_size", "optimizer", "lr", "encoder_lr",
         "weight_decay", "momentum", "patience", "monitor", "scheduler", "warmup", "seed",
         "augment", "num_workers", "accelerator", "devices", "strategy", "num_nodes",
-        "precision", "progress", "image_pool", "image_views", "loss", "focal_gamma", "sampler",
-        "ema", "freeze_epochs", "unfreeze", "modality_dropout", "aux_loss",
+        "precision", "progress", "image_pool", "image_views", "tta", "loss", "focal_gamma",
+        "sampler", "ema", "freeze_epochs", "unfreeze", "modality_dropout", "aux_loss",
     )
 
     def get_params(self) -> dict[str, Any]:
@@ -196,7 +198,7 @@ class FusionClassifier(DecisionMixin):
             num_workers=t.num_workers, accelerator=t.accelerator,
             devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
             precision=t.precision, image_pool=m.image_pool, image_views=m.image_views,
-            modality_dropout=m.modality_dropout, aux_loss=m.aux_loss,
+            tta=m.tta, modality_dropout=m.modality_dropout, aux_loss=m.aux_loss,
         )
         params.update(overrides)
         return cls(cfg.data, **params)
@@ -211,6 +213,10 @@ class FusionClassifier(DecisionMixin):
         check_option("sampler", self.sampler, SAMPLERS, owner)
         check_option("unfreeze", self.unfreeze, UNFREEZE, owner)
         check_option("monitor", self.monitor, MONITORS, owner)
+        check_option("tta", self.tta, VIEWS, owner)
+        if self.tta != "none" and not self.spec.image:
+            raise ConfigError(f"tta={self.tta!r} averages predictions over views of the image, "
+                              "and this spec has no image column: set tta='none'.")
         if not isinstance(self.freeze_epochs, int) or self.freeze_epochs < 0:
             raise ConfigError(f"The 'freeze_epochs' parameter of {owner} must be an int >= 0. "
                               f"Got {self.freeze_epochs!r} instead.")
@@ -502,7 +508,7 @@ class FusionClassifier(DecisionMixin):
         self.model_.eval()
         with torch.inference_mode():
             for batch in self._batches(df):
-                out.append(torch.softmax(self.model_(batch).float(), dim=1))
+                out.append(view_averaged_proba(self.model_, batch, self.tta))
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)))
 
     def modality_weights(self, df: pd.DataFrame, without: Sequence[str] = ()) -> pd.DataFrame:

@@ -33,16 +33,23 @@ OPSET = 17
 
 
 class PositionalModel(nn.Module):
-    """A :class:`FusionModel` taking its batch fields positionally; returns probabilities."""
+    """A :class:`FusionModel` taking its batch fields positionally; returns probabilities.
 
-    def __init__(self, model: nn.Module, keys: Sequence[str]) -> None:
+    ``tta`` (the estimator's test-time views) is part of the graph, so the exported
+    model averages over the same views as ``clf.predict_proba``.
+    """
+
+    def __init__(self, model: nn.Module, keys: Sequence[str], tta: str = "none") -> None:
         super().__init__()
         self.model = model
         self.keys = tuple(keys)
+        self.tta = tta
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        from medfuse.fusion import view_averaged_proba
+
         batch = dict(zip(self.keys, tensors, strict=True))
-        return torch.softmax(self.model(batch).float(), dim=1)
+        return view_averaged_proba(self.model, batch, self.tta)
 
 
 def _batch(clf: Any, df: pd.DataFrame) -> dict[str, torch.Tensor]:
@@ -120,7 +127,7 @@ def export_onnx(run: Path, out: Path | None = None) -> Path:
     keys = list(batch)
     args = tuple(batch[k] for k in keys)
     # TF-style "same" padding fixed for the run's image size: ~1.4x faster in onnxruntime
-    wrapper = static_same_padding(PositionalModel(clf.model_.eval(), keys), *args)
+    wrapper = static_same_padding(PositionalModel(clf.model_.eval(), keys, clf.tta), *args)
     dynamic = {k: {0: "batch"} for k in keys} | {"probabilities": {0: "batch"}}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -130,7 +137,8 @@ def export_onnx(run: Path, out: Path | None = None) -> Path:
                 output_names=["probabilities"], dynamic_axes=dynamic, opset_version=OPSET,
                 dynamo=False,
             )
-    meta = {"inputs": keys, "opset": OPSET, "weights_sha256": sha256(run / MODEL_FILE)}
+    meta = {"inputs": keys, "opset": OPSET, "tta": clf.tta,
+            "weights_sha256": sha256(run / MODEL_FILE)}
     atomic_write_json(Path(str(target) + ".json"), meta)
     if target.resolve().parent == Path(run).resolve():  # served from the run: checked too
         add_to_manifest(run, [target.name, target.name + ".json"])

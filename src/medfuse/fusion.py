@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from medfuse.data.augment import symmetric_views
+
 #: batch fields each modality's encoder consumes (one field -> tensor, several -> tuple)
 MODALITY_FIELDS: dict[str, tuple[str, ...]] = {
     "image": ("image",),
@@ -85,6 +87,21 @@ def drop_modalities(present: torch.Tensor, p: float) -> torch.Tensor:
     keep = present * (torch.rand_like(present) >= p).to(present.dtype)
     empty = keep.sum(1, keepdim=True) == 0
     return torch.where(empty, present, keep)
+
+
+def view_averaged_proba(model: nn.Module, batch: dict[str, torch.Tensor],
+                        views: str = "none") -> torch.Tensor:
+    """Softmax probabilities of ``model`` averaged over views of ``batch["image"]``.
+
+    ``views`` as in :func:`~medfuse.data.augment.symmetric_views` (``"none"``: one pass);
+    the other batch fields are the same in every pass. Test-time augmentation for
+    images without a canonical orientation.
+    """
+    if views == "none" or "image" not in batch:
+        return torch.softmax(model(batch).float(), dim=1)
+    probs = [torch.softmax(model({**batch, "image": v}).float(), dim=1)
+             for v in symmetric_views(batch["image"], views)]
+    return torch.stack(probs).mean(0)
 
 
 class FusionModel(nn.Module):

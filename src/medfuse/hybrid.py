@@ -397,8 +397,9 @@ class HybridClassifier(DecisionMixin):
         into ``$MEDFUSE_HOME/onnx``; PyTorch when onnxruntime is unavailable).
     image_pool, image_views:
         Frozen extractor: ``"avg"`` or ``"gem"`` pooling of the last feature map,
-        and ``"none"`` or ``"hflip"`` (features averaged over the image and its mirror
-        image); see :class:`~medfuse.encoders.image.ImageEncoder`.
+        and ``"none"``, ``"hflip"`` (features averaged over the image and its mirror
+        image) or ``"dihedral"`` (over its eight flips / quarter turns); see
+        :class:`~medfuse.encoders.image.ImageEncoder`.
     """
 
     _PARAMS = (
@@ -486,6 +487,12 @@ class HybridClassifier(DecisionMixin):
         """Build from a :class:`RunConfig` (``model.kind: hybrid``)."""
         m, t = cfg.model, cfg.train
         set_ = m.model_fields_set
+        if m.tta != "none":
+            raise ConfigError(
+                f"model.tta={m.tta!r} averages a fused model's predictions over views of the "
+                f"image; a hybrid model averages its frozen features instead: set "
+                f"model.image_views={m.tta!r} and model.tta=none."
+            )
         params: dict[str, Any] = dict(
             image_backbone=m.image_backbone if "image_backbone" in set_ else None,
             pretrained=m.pretrained if "pretrained" in set_ else None,

@@ -22,6 +22,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
 from torch import nn
 
+from medfuse.data.augment import VIEWS, symmetric_views
 from medfuse.data.preprocess import ImageTransform
 from medfuse.errors import ConfigError, check_option, did_you_mean, format_options
 
@@ -37,7 +38,6 @@ BUILTIN_BACKBONES = tuple(BUILTIN_WEIGHTS)
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 _KEYWORDS = ("builtin", "none", "hub")
 POOLS = ("avg", "gem")
-VIEWS = ("none", "hflip")
 GEM_P = 3.0  # generalised-mean exponent (Radenovic et al. 2018)
 _PREFIXES = ("module.", "model.", "backbone.")
 
@@ -224,8 +224,10 @@ class ImageEncoder(nn.Module):
         mean, p = 3, of the last feature map: between average and max pooling; better
         for frozen features of small findings; timm backbones only).
     views:
-        ``"none"`` or ``"hflip"``: features averaged over the image and its mirror image
-        (left-right invariant features, twice the compute).
+        ``"none"``, ``"hflip"`` (features averaged over the image and its mirror image:
+        left-right invariant, twice the compute) or ``"dihedral"`` (over its eight flips /
+        quarter turns: invariant to all of them, 8x the compute); see
+        :func:`symmetric_views`.
 
     Examples
     --------
@@ -341,9 +343,10 @@ class ImageEncoder(nn.Module):
         faster on CPU (weights stay contiguous, so state dicts save as they are).
         """
         x = x.contiguous(memory_format=torch.channels_last)
-        if self.views == "hflip":
-            return (self._pooled(x) + self._pooled(torch.flip(x, dims=[3]))) / 2
-        return self._pooled(x)
+        if self.views == "none":
+            return self._pooled(x)
+        views = symmetric_views(x, self.views)
+        return torch.stack([self._pooled(v) for v in views]).mean(0)
 
     def _pooled(self, x: torch.Tensor) -> torch.Tensor:
         if self.pool == "avg":
