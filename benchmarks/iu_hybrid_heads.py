@@ -52,8 +52,9 @@ def main() -> None:
                     help="train the in-fold network on the text only (the first config)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-iu-hybrid-heads"))
     args = ap.parse_args()
+    tabular = not args.no_extractor_tabular
     cfg = load_config("iu_xray_hybrid", [f"model.text_features={args.text_features}",
-                                         f"model.extractor_tabular={not args.no_extractor_tabular}"])
+                                         f"model.extractor_tabular={tabular}"])
     df, _ = load_data(cfg.data)
     groups, _ = group_labels(df, cfg.data)
     splits, _ = kfold_splits(df, cfg.data, args.folds, seed=cfg.train.seed, groups=groups)
