@@ -19,10 +19,9 @@ from pathlib import Path
 
 from medfuse.config import load_config
 from medfuse.data import kfold_splits, load_data
+from medfuse.data.augment import VIEWS
 from medfuse.data.splits import carve, group_labels
 from medfuse.runs import estimator_from_config, evaluate
-
-TTAS = ("none", "hflip", "dihedral")
 
 
 def main() -> None:
@@ -45,7 +44,7 @@ def main() -> None:
     clf.save(args.out / "model")
     test = df.iloc[test_idx]
     results = {}
-    for tta in TTAS:
+    for tta in VIEWS:
         clf.tta = tta
         start = time.perf_counter()
         metrics, preds = evaluate(clf, test)

@@ -75,6 +75,26 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
     return path
 
 
+def moved_copies(df: pd.DataFrame, out: Path, moves: list[Image.Transpose]) -> pd.DataFrame:
+    """``df`` with each image replaced by a flipped / turned PNG copy in ``out``.
+
+    ``moves`` are cycled over the rows (one move: the same one for every image).
+    """
+    out.mkdir(exist_ok=True)
+    paths = []
+    for i, path in enumerate(df["image"]):
+        target = out / f"{i}.png"
+        Image.open(path).transpose(moves[i % len(moves)]).save(target)
+        paths.append(str(target))
+    return df.assign(image=paths)
+
+
+@pytest.fixture(scope="session")
+def image_mover() -> Any:
+    """The :func:`moved_copies` helper, for tests of flip / rotation invariance."""
+    return moved_copies
+
+
 @pytest.fixture(scope="session")
 def dicom_writer() -> object:
     """The :func:`write_dicom` helper, for tests that make their own DICOM files."""

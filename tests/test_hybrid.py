@@ -97,19 +97,15 @@ def test_frozen_gem_mirror_features_round_trip(tiny_dir: Path, tmp_path: Path) -
     np.testing.assert_array_equal(loaded.predict_proba(df), clf.predict_proba(df))
 
 
-def test_frozen_dihedral_features_ignore_flips_and_quarter_turns(tiny_dir: Path,
-                                                                 tmp_path: Path) -> None:
+def test_frozen_dihedral_features_ignore_flips_and_quarter_turns(
+    tiny_dir: Path, tmp_path: Path, image_mover: Any
+) -> None:
     from PIL import Image
 
     df, spec = _data(tiny_dir, {"image": "image", "tabular": {"age": "continuous"}})
     df = df[df["image"].str.endswith(".png")].reset_index(drop=True)  # lossless copies
-    (tmp_path / "turned").mkdir()
-    turned = []
     moves = [Image.Transpose.ROTATE_90, Image.Transpose.TRANSPOSE, Image.Transpose.FLIP_TOP_BOTTOM]
-    for i, path in enumerate(df["image"]):
-        move = moves[i % len(moves)]
-        Image.open(path).transpose(move).save(tmp_path / "turned" / f"{i}.png")
-        turned.append(str(tmp_path / "turned" / f"{i}.png"))
+    turned = image_mover(df, tmp_path / "turned", moves)["image"].tolist()
     kw = {**FAST, "image_backbone": "resnet18", "cache_dir": str(tmp_path / "c")}
     clf = HybridClassifier(spec, image_views="dihedral", **kw).fit(df)  # onnxruntime, fp32
     np.testing.assert_allclose(clf.transform(df.assign(image=turned)), clf.transform(df),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,23 +27,12 @@ def fitted(tiny_dir: Path) -> tuple[FusionClassifier, pd.DataFrame]:
     return clf.fit(df.iloc[:12], df.iloc[12:]), df
 
 
-def _moved(df: pd.DataFrame, out: Path, move: Image.Transpose) -> pd.DataFrame:
-    """``df`` with every image replaced by a flipped / turned copy written to ``out``."""
-    out.mkdir(exist_ok=True)
-    paths = []
-    for i, p in enumerate(df["image"]):
-        target = out / f"{i}.png"
-        Image.open(p).transpose(move).save(target)
-        paths.append(str(target))
-    return df.assign(image=paths)
-
-
 def test_dihedral_tta_is_invariant_to_flips_and_quarter_turns(
-    fitted: tuple[FusionClassifier, pd.DataFrame], tmp_path: Path
+    fitted: tuple[FusionClassifier, pd.DataFrame], tmp_path: Path, image_mover: Any
 ) -> None:
     clf, df = fitted
-    turned = _moved(df, tmp_path / "rot90", Image.Transpose.ROTATE_90)
-    mirrored = _moved(df, tmp_path / "mirror", Image.Transpose.FLIP_LEFT_RIGHT)
+    turned = image_mover(df, tmp_path / "rot90", [Image.Transpose.ROTATE_90])
+    mirrored = image_mover(df, tmp_path / "mirror", [Image.Transpose.FLIP_LEFT_RIGHT])
     clf.tta = "none"
     plain = clf.predict_proba(df)
     assert not np.allclose(plain, clf.predict_proba(turned), atol=1e-4)  # the net is not
@@ -52,7 +42,7 @@ def test_dihedral_tta_is_invariant_to_flips_and_quarter_turns(
     clf.tta = "dihedral"
     eight = clf.predict_proba(df)
     for moved in (turned, mirrored,
-                  _moved(df, tmp_path / "transpose", Image.Transpose.TRANSPOSE)):
+                  image_mover(df, tmp_path / "transpose", [Image.Transpose.TRANSPOSE])):
         np.testing.assert_allclose(eight, clf.predict_proba(moved), atol=1e-5)
     assert not np.allclose(eight, plain, atol=1e-4)
     np.testing.assert_allclose(eight.sum(axis=1), 1.0, atol=1e-6)
