@@ -130,6 +130,14 @@ def test_cv(tiny_config: Path, tmp_path: Path) -> None:
     assert len(summary["folds"]) == 3 and {"accuracy", "roc_auc"} <= set(summary["mean"])
     oof = pd.read_csv(tmp_path / "cv" / "predictions.csv")
     assert sorted(oof["row"]) == list(range(25))
+    # one split group per patient, each whole inside one fold
+    per_patient = oof.groupby("patient")[["split_group", "fold"]].nunique()
+    assert (per_patient == 1).all().all() and oof["split_group"].nunique() == len(per_patient)
+    families = pd.read_csv(tmp_path / "cv" / "error_families.csv")
+    wrong = oof[oof["label"] != oof["prediction"]]
+    assert families["wrong"].sum() == len(wrong) == summary["error_families"]["errors"]
+    assert set(families["split_group"]) == set(wrong["split_group"])
+    assert f"errors: {len(wrong)} of 25 rows" in " ".join(res.stdout.split())
 
 
 def test_unknown_backbone_is_a_clean_error(tiny_config: Path, tmp_path: Path) -> None:

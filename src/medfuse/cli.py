@@ -194,7 +194,7 @@ def cv(
 ) -> None:
     """K-fold cross-validation, grouped by patient and near-duplicate image."""
     from medfuse.config import load_config
-    from medfuse.runs import HEAD_TABLE_KEYS, cv_run
+    from medfuse.runs import FAMILIES_FILE, HEAD_TABLE_KEYS, cv_run
 
     names = _comma_list(heads) if heads else None
     summary = cv_run(load_config(config, set_ or []), folds, out, heads=names, resume=resume,
@@ -226,6 +226,15 @@ def cv(
         for name, s in summary["heads"].items():
             compare.add_row(name, *[_fmt(s["mean"].get(k)) for k in HEAD_TABLE_KEYS])
         console.print(compare)
+    fam = summary["error_families"]
+    whole = fam["missed_whole"]
+    console.print(
+        f"errors: {fam['errors']} of {fam['rows']} rows, in {fam['families_with_errors']} of "
+        f"{fam['families']} families (rows of one patient / near-duplicate group and label); "
+        f"{whole['families']} families missed (mostly) whole hold {whole['errors']} of them: "
+        f"{out / FAMILIES_FILE} lists them, most errors first. Check those labels before "
+        "tuning for them."
+    )
     console.print(
         f"peak RSS: {summary['peak_rss_mb']:.0f} MB; written: [bold]{out / 'cv_metrics.json'}[/]"
     )

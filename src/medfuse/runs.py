@@ -23,6 +23,7 @@ from medfuse.data.splits import carve, group_labels
 from medfuse.distributed import is_primary
 from medfuse.errors import ConfigError, check_option
 from medfuse.estimators import FusionClassifier, keep_missing
+from medfuse.evaluation.families import error_families
 from medfuse.evaluation.metrics import classification_metrics, summarize_folds
 from medfuse.hybrid import HEADS, HybridClassifier
 from medfuse.io import (
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 Estimator = FusionClassifier | HybridClassifier
 #: metrics per modality subset (models trained for missing modalities)
 SUBSETS_FILE = "modality_subsets.json"
+#: ``medfuse cv``'s out-of-fold errors per split group (label-audit candidates)
+FAMILIES_FILE = "error_families.csv"
 
 
 def estimator_from_config(cfg: RunConfig) -> Estimator:
@@ -252,6 +255,11 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
     ``{name: {"folds", "mean", "std"}}`` and ``heads.csv`` one row per head. The top-level
     ``folds`` / ``mean`` / ``std`` are those of the first head.
 
+    ``predictions.csv`` holds every row once, out of fold, with its ``fold``, ``row``
+    (position in the table) and ``split_group`` (patient / near-duplicate group).
+    :data:`FAMILIES_FILE` ranks the groups holding errors, and ``cv_metrics.json``'s
+    ``error_families`` says how many were missed whole (:func:`error_families`).
+
     Each finished fold is kept in ``out/fold<i>/`` (:data:`FOLD_FILE` + its test
     predictions). With ``resume=True`` a fold finished by an earlier, interrupted run of the
     same config, fold count, heads and split is read back instead of re-trained, and a fused
@@ -326,7 +334,7 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
             metrics["fold"] = i
             per_head[name].append(metrics)
             if name == next(iter(per_head)):
-                oof.append(preds.assign(fold=i, row=test_idx))
+                oof.append(preds.assign(fold=i, row=test_idx, split_group=groups[test_idx]))
             log.info("fold %d %s: accuracy %.4f, roc_auc %s", i, name, metrics["accuracy"],
                      metrics["roc_auc"])
     if not is_primary():
@@ -335,9 +343,12 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
         return {"partial": True, "folds": next(iter(per_head.values())), "missing": missing}
     summaries = {name: summarize_folds(rows) for name, rows in per_head.items()}
     summary = dict(next(iter(summaries.values())))
+    predictions = pd.concat(oof)
+    families, summary["error_families"] = error_families(predictions, cfg.data.target,
+                                                         cfg.data.image)
     summary.update(peak_rss_mb=round(peak_rss_mb(), 1), data=validation.to_dict(),
                    groups=grouping.to_dict(), folds_k=folds)
-    files = ["config.yaml", "cv_metrics.json", "predictions.csv"]
+    files = ["config.yaml", "cv_metrics.json", "predictions.csv", FAMILIES_FILE]
     if heads:
         summary["heads"] = summaries
         table = pd.DataFrame([{"head": name, **{k: s["mean"].get(k) for k in HEAD_TABLE_KEYS},
@@ -347,7 +358,8 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
         files.append("heads.csv")
     atomic_write_text(out / "config.yaml", cfg.to_yaml())
     _write_json(out / "cv_metrics.json", summary)
-    _write_csv(out / "predictions.csv", pd.concat(oof))
+    _write_csv(out / "predictions.csv", predictions)
+    _write_csv(out / FAMILIES_FILE, families)
     write_manifest(out, files)
     return summary
 
