@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from medfuse.perf import native_bf16
+
 METRIC_KEYS = {"n", "accuracy", "balanced_accuracy", "precision_macro", "recall_macro",
                "f1_macro", "roc_auc", "pr_auc", "sensitivity", "specificity", "ece",
                "train_seconds", "peak_rss_mb"}
@@ -40,6 +42,7 @@ def test_train_writes_the_run_directory(trained: Path) -> None:
     metrics = json.loads((trained / "metrics.json").read_text())
     assert set(metrics) >= METRIC_KEYS
     assert metrics["epochs"] == 2 and metrics["n"] == len(pd.read_csv(trained / "predictions.csv"))
+    assert metrics["precision"] == "32-true"  # the default; cv checks "auto" resolved
     assert "max_epochs: 2" in (trained / "config.yaml").read_text()
 
 
@@ -124,10 +127,14 @@ def test_resume_continues_training(trained: Path, tiny_config: Path) -> None:
 
 
 def test_cv(tiny_config: Path, tmp_path: Path) -> None:
-    res = run("cv", str(tiny_config), "--folds", "3", "--out", str(tmp_path / "cv"))
+    res = run("cv", str(tiny_config), "--folds", "3", "--out", str(tmp_path / "cv"),
+              "--set", "train.precision=auto")
     assert res.returncode == 0, res.stderr
     summary = json.loads((tmp_path / "cv" / "cv_metrics.json").read_text())
     assert len(summary["folds"]) == 3 and {"accuracy", "roc_auc"} <= set(summary["mean"])
+    # precision "auto" depends on the CPU, so each fold records what it trained in
+    resolved = "bf16-mixed" if native_bf16() else "32-true"
+    assert [f["precision"] for f in summary["folds"]] == [resolved] * 3
     oof = pd.read_csv(tmp_path / "cv" / "predictions.csv")
     assert sorted(oof["row"]) == list(range(25))
     # one split group per patient, each whole inside one fold

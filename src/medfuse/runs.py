@@ -79,6 +79,11 @@ def _fit_seconds(clf: Estimator) -> float:
     return float(clf.train_seconds_)
 
 
+def _precision(clf: Estimator) -> str | None:
+    """The precision a fused model trained in (``auto`` resolved: it depends on the CPU)."""
+    return clf.training_precision() if isinstance(clf, FusionClassifier) else None
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (and finished children), in MB."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -229,6 +234,7 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]
         train_seconds=round(_fit_seconds(clf), 2),
         peak_rss_mb=round(peak_rss_mb(), 1),
         epochs=getattr(clf, "epochs_", None),
+        precision=_precision(clf),
         data=validation.to_dict(),
         split=split.report.to_dict(),
     )
@@ -325,7 +331,8 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
                     log.info("fold %d: continuing its training from %s", i, last)
                 clf.fit(train_df, valid_df, run_dir=fold_dir, resume=continued)
                 metrics, preds = evaluate(clf, test_df)
-                metrics.update(train_seconds=round(clf.train_seconds_, 2), epochs=clf.epochs_)
+                metrics.update(train_seconds=round(clf.train_seconds_, 2), epochs=clf.epochs_,
+                               precision=_precision(clf))
                 results = {"model": (metrics, preds)}
             if not getattr(clf, "is_primary_", True):
                 continue  # another DDP process: the first one keeps the fold
