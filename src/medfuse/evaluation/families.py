@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-#: out-of-fold rows of one family this share wrong or more: the family is "missed whole"
+#: a family of two or more rows with at least this share wrong out of fold is "missed whole"
 WHOLE = 0.5
 #: image names listed per family in the table
 EXAMPLES = 5
