@@ -32,8 +32,7 @@ if TYPE_CHECKING:
         prepare_dataset,
         validate_table,
     )
-    from medfuse.estimators import FusionClassifier
-    from medfuse.hybrid import HybridClassifier
+    from medfuse.estimators import FusionClassifier, HybridClassifier
     from medfuse.runs import evaluate
 
 _DATA = {
@@ -44,7 +43,7 @@ _DATA = {
 
 _OTHER = {
     "FusionClassifier": "medfuse.estimators",
-    "HybridClassifier": "medfuse.hybrid",
+    "HybridClassifier": "medfuse.estimators",
     "evaluate": "medfuse.runs",
 }
 

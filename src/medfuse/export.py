@@ -112,7 +112,7 @@ def export_onnx(run: Path, out: Path | None = None) -> Path:
         If the run holds a hybrid model (its classical head is not a torch module).
     """
     from medfuse.estimators import MODEL_FILE, FusionClassifier
-    from medfuse.extraction import static_same_padding
+    from medfuse.estimators.extraction import static_same_padding
     from medfuse.io import add_to_manifest, atomic_path, atomic_write_json, sha256
     from medfuse.runs import load_model
 

@@ -23,9 +23,8 @@ from medfuse.data.splits import carve, group_labels
 from medfuse.distributed import is_primary
 from medfuse.errors import ConfigError, check_option
 from medfuse.estimators import FusionClassifier, keep_missing
+from medfuse.estimators.hybrid import HEADS, HybridClassifier
 from medfuse.evaluation.families import error_families
-from medfuse.evaluation.metrics import classification_metrics, summarize_folds
-from medfuse.hybrid import HEADS, HybridClassifier
 from medfuse.io import (
     RunDirError,
     atomic_path,
@@ -33,6 +32,7 @@ from medfuse.io import (
     atomic_write_text,
     write_manifest,
 )
+from medfuse.scoring.metrics import classification_metrics, summarize_folds
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,8 @@ def evaluate(
     when the spec has one); ``subgroups`` adds ``subgroups`` (metrics per level / bin);
     a calibrated model also reports ``calibration`` (ECE before / after).
     """
-    from medfuse.evaluation.metrics import expected_calibration_error
     from medfuse.evaluation.stats import bootstrap_ci, subgroup_metrics
+    from medfuse.scoring.metrics import expected_calibration_error
 
     raw = clf.predict_proba(df, calibrated=False)
     proba = clf.scale(raw)

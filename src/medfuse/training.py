@@ -25,8 +25,8 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import Sampler
 
-from medfuse.evaluation.metrics import classification_metrics
 from medfuse.losses import make_loss
+from medfuse.scoring.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 

@@ -52,8 +52,8 @@ def fit_eval(config: str, overrides: list[str] | None = None, n_rows: int | None
     ``split_config`` takes the rows from another config with the same data (e.g. the
     hybrid Br35H model on the rows of the fine-tuned one); ``save`` writes the model.
     """
-    from medfuse.evaluation.metrics import classification_metrics
     from medfuse.runs import estimator_from_config
+    from medfuse.scoring.metrics import classification_metrics
 
     cfg, train, valid, test = _split(split_config or config, overrides or [], n_rows)
     if split_config:
@@ -88,7 +88,7 @@ def tfidf_lr(n_rows: int | None = None, C: float = 4.0) -> dict[str, Any]:  # no
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    from medfuse.evaluation.metrics import classification_metrics
+    from medfuse.scoring.metrics import classification_metrics
 
     cfg, train, valid, test = _split("iu_xray", [], n_rows)
     fit_rows = pd.concat([train, valid])  # no early stopping: validation rows train too

@@ -105,8 +105,8 @@ def medfuse(n: int | None, features: str, cache_root: str, size: int = SIZE,
 
     from medfuse.data.decoded import DecodedImages
     from medfuse.encoders.image import ImageEncoder
-    from medfuse.extraction import network
-    from medfuse.hybrid import extract_image_features
+    from medfuse.estimators.extraction import network
+    from medfuse.estimators.hybrid import extract_image_features
     from medfuse.perf import native_bf16
 
     paths, _ = br35h_sample(n)
@@ -204,7 +204,7 @@ def _onnx(model: Any, x: Any, reps: int, work: Path | None) -> dict[str, float]:
     import onnxruntime as ort
     import torch
 
-    from medfuse.extraction import static_same_padding
+    from medfuse.estimators.extraction import static_same_padding
 
     folder = work or Path(tempfile.mkdtemp(prefix="medfuse-onnx-"))
     out: dict[str, float] = {}
@@ -237,7 +237,7 @@ def parity(n: int | None, reference: str, candidates: dict[str, str], folds: int
 
     from medfuse.config import DataSpec
     from medfuse.data.splits import group_labels, kfold_splits
-    from medfuse.hybrid import head_pipeline
+    from medfuse.estimators.hybrid import head_pipeline
 
     ref = np.load(reference)
     paths, labels = br35h_sample(n)

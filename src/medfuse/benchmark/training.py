@@ -66,7 +66,7 @@ def naive(n_rows: int | None, epochs: int, size: int = SIZE, batch_size: int = B
     from torchvision import transforms as T  # noqa: N812
 
     from medfuse.benchmark.extraction import plain_lite0
-    from medfuse.evaluation.metrics import classification_metrics
+    from medfuse.scoring.metrics import classification_metrics
     from medfuse.training import warmup_cosine
 
     torch.manual_seed(seed)
@@ -146,8 +146,8 @@ def medfuse(n_rows: int | None, epochs: int, overrides: list[str] | None = None
 
     from medfuse.config import load_config
     from medfuse.estimators import FusionClassifier
-    from medfuse.evaluation.metrics import classification_metrics
     from medfuse.perf import resolve_precision
+    from medfuse.scoring.metrics import classification_metrics
 
     train, valid, test = br35h_split(n_rows)
     cfg = load_config("br35h", [f"train.max_epochs={epochs}", *(overrides or [])])

@@ -105,7 +105,7 @@ class DecodedImages:
 
     def pixels(self, path: str | os.PathLike[str]) -> torch.Tensor:
         """The resized uint8 image of the file at ``path`` (decoded only on a miss)."""
-        from medfuse.hybrid import file_digest
+        from medfuse.data.digests import file_digest
 
         target = self._path(file_digest(Path(path)))
         try:

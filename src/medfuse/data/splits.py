@@ -88,7 +88,7 @@ def image_hashes(paths: list[str], workers: int = 4, flips: bool = False) -> np.
     Remembered on disk by file content (``$MEDFUSE_HOME/phash.json``, ``phash8.json``),
     so a second run over the same images decodes none of them.
     """
-    from medfuse.hybrid import file_digest
+    from medfuse.data.digests import file_digest
 
     ops = DIHEDRAL if flips else DIHEDRAL[:1]
 

@@ -1,5 +1,5 @@
 """Evaluation: metrics (``metrics.json`` contract)."""
 
-from medfuse.evaluation.metrics import METRIC_KEYS, classification_metrics, summarize_folds
+from medfuse.scoring.metrics import METRIC_KEYS, classification_metrics, summarize_folds
 
 __all__ = ["METRIC_KEYS", "classification_metrics", "summarize_folds"]

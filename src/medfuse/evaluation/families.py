@@ -68,13 +68,14 @@ def error_families(oof: pd.DataFrame, target: str, image: str | None = None
     })
     rows = []
     for (group, cls), part in frame.groupby(["split_group", "label"], sort=False):
+        n, errors = len(part), int(part["wrong"].sum())
         rows.append({
-            "split_group": group, "fold": part["fold"].iloc[0], "label": cls, "n": len(part),
-            "wrong": int(part["wrong"].sum()), "mean_prob_label": float(part["prob"].mean()),
+            "split_group": group, "fold": part["fold"].iloc[0], "label": cls, "n": n,
+            "wrong": errors, "wrong_fraction": errors / n,
+            "mean_prob_label": float(part["prob"].mean()),
             "images": " ".join(part["image"].iloc[:EXAMPLES]).strip(),
         })
-    families = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "wrong_fraction"])
-    families.insert(5, "wrong_fraction", families["wrong"] / families["n"])
+    families = pd.DataFrame(rows, columns=COLUMNS)
     whole = (families["n"] >= 2) & (families["wrong_fraction"] >= WHOLE)
     table = (families[families["wrong"] > 0]
              .sort_values(["wrong", "mean_prob_label"], ascending=[False, True], kind="stable")

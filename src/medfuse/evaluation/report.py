@@ -40,8 +40,8 @@ import yaml
 
 from medfuse.config import DataSpec, RunConfig
 from medfuse.data.validation import as_category_strings
-from medfuse.evaluation.metrics import expected_calibration_error
 from medfuse.io import RunDirError, atomic_write_bytes, atomic_write_text
+from medfuse.scoring.metrics import expected_calibration_error
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

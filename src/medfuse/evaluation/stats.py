@@ -30,12 +30,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from scipy import optimize, special
 from scipy import stats as sps
-from sklearn import metrics as skm
 
-from medfuse.errors import ConfigError, DataError, NotFittedError, check_option
-from medfuse.evaluation.metrics import classification_metrics
+from medfuse.errors import DataError, check_option
+from medfuse.scoring.calibration import TemperatureScaler, choose_threshold
+from medfuse.scoring.checks import (
+    FloatArray,
+    IntArray,
+    as_labels,
+    as_proba,
+    as_scores,
+    binary_labels,
+    check_int,
+    check_positive,
+    check_unit,
+    is_number,
+    number_error,
+)
+from medfuse.scoring.metrics import classification_metrics
 
 __all__ = [
     "BOOTSTRAP_KEYS",
@@ -61,126 +73,15 @@ BOOTSTRAP_KEYS: tuple[str, ...] = (
 """Every metric (of :func:`~medfuse.evaluation.metrics.classification_metrics`) that can be
 bootstrapped."""
 
-THRESHOLD_METHODS: tuple[str, ...] = ("fixed", "youden", "sensitivity")
 COLUMN_KINDS: tuple[str, ...] = ("categorical", "continuous")
 MISSING_LEVEL = "(missing)"
 
 _CHUNK_ELEMENTS = 2_000_000  # bootstrap weights held in memory at once (16 MB of float64)
 _ECE_BINS = 15  # as expected_calibration_error's default
-_PROBA_FLOOR = 1e-7
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _where(owner: str) -> str:
-    return f" of {owner}" if owner else ""
-
-
-def _number_error(param: str, value: object, valid: str, owner: str) -> ConfigError:
-    return ConfigError(
-        f"The '{param}' parameter{_where(owner)} must be {valid}. Got {value!r} instead."
-    )
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool
-    )
-
-
-def _check_int(param: str, value: object, minimum: int, owner: str) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
-        raise _number_error(param, value, f"an integer >= {minimum}", owner)
-    return int(value)
-
-
-def _check_unit(
-    param: str, value: object, owner: str, low_open: bool = False, high_open: bool = False
-) -> float:
-    """``value`` as a float in [0, 1] (``low_open`` / ``high_open`` exclude 0 / 1)."""
-    ok = _is_number(value) and math.isfinite(float(value))  # type: ignore[arg-type]
-    if ok:
-        v = float(value)  # type: ignore[arg-type]
-        ok = (v > 0 if low_open else v >= 0) and (v < 1 if high_open else v <= 1)
-    if not ok:
-        interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
-        raise _number_error(param, value, f"a number in {interval}", owner)
-    return float(value)  # type: ignore[arg-type]
-
-
-def _as_proba(proba: ArrayLike, name: str = "proba") -> FloatArray:
-    p = np.asarray(proba, dtype=float)
-    if p.ndim == 1:
-        p = np.column_stack([1.0 - p, p])
-    if p.ndim != 2 or p.shape[1] < 2:
-        raise DataError(
-            f"'{name}' must be an (n, n_classes) array of class probabilities with at least "
-            f"2 columns, or a 1-D vector of positive-class probabilities; got shape {p.shape}."
-        )
-    if len(p) == 0:
-        raise DataError(f"'{name}' has no rows; evaluate on a non-empty set.")
-    if not np.isfinite(p).all():
-        raise DataError(
-            f"'{name}' contains NaN or infinite values; drop or re-predict those rows first."
-        )
-    return p
-
-
-def _as_labels(y_true: ArrayLike, n: int, k: int, against: str = "proba") -> IntArray:
-    y = np.asarray(y_true)
-    if y.ndim != 1:
-        raise DataError(f"'y_true' must be 1-D (one class index per row); got shape {y.shape}.")
-    if len(y) != n:
-        raise DataError(
-            f"'y_true' has {len(y)} rows but '{against}' has {n}; pass arrays aligned row by row."
-        )
-    if y.dtype == bool:
-        y = y.astype(int)
-    if not np.issubdtype(y.dtype, np.number) or not np.all(np.mod(y, 1) == 0):
-        raise DataError(
-            f"'y_true' must hold integer class indices 0..{k - 1}; got dtype {y.dtype}. "
-            "Encode the labels as class indices first."
-        )
-    y = y.astype(np.int64)
-    if y.min() < 0 or y.max() >= k:
-        raise DataError(
-            f"'y_true' holds class index {int(y.min() if y.min() < 0 else y.max())} but "
-            f"'{against}' has {k} columns (valid indices 0..{k - 1}); check the label encoding."
-        )
-    return y
-
-
-def _binary_labels(y_true: ArrayLike, n: int, against: str, need: int = 1) -> IntArray:
-    y = _as_labels(y_true, n, 2, against)
-    n_pos = int(y.sum())
-    if n_pos < need or n - n_pos < need:
-        raise DataError(
-            f"'y_true' has {n_pos} positive and {n - n_pos} negative rows; this needs at least "
-            f"{need} of each. Evaluate on a set holding both classes."
-        )
-    return y
-
-
-def _as_scores(score: ArrayLike, name: str) -> FloatArray:
-    s = np.asarray(score, dtype=float)
-    if s.ndim != 1:
-        raise DataError(
-            f"'{name}' must be 1-D (one positive-class score per row); got shape {s.shape}."
-        )
-    if not np.isfinite(s).all():
-        raise DataError(f"'{name}' contains NaN or infinite values; drop those rows first.")
-    return s
-
-
-def _check_positive(positive: int | None, k: int, owner: str) -> int:
-    if positive is None:
-        return k - 1
-    check_option("positive", positive, range(k), owner)
-    return int(positive)
 
 
 def _check_keys(keys: Iterable[str] | str, owner: str, param: str = "keys") -> tuple[str, ...]:
@@ -415,12 +316,12 @@ def bootstrap_ci(
     """
     owner = "bootstrap_ci"
     chosen = _check_keys(keys, owner)
-    n_boot = _check_int("n_boot", n_boot, 1, owner)
-    alpha = _check_unit("alpha", alpha, owner, low_open=True, high_open=True)
-    threshold = _check_unit("threshold", threshold, owner)
-    p = _as_proba(proba)
-    y = _as_labels(y_true, len(p), p.shape[1])
-    pos = _check_positive(positive, p.shape[1], owner)
+    n_boot = check_int("n_boot", n_boot, 1, owner)
+    alpha = check_unit("alpha", alpha, owner, low_open=True, high_open=True)
+    threshold = check_unit("threshold", threshold, owner)
+    p = as_proba(proba)
+    y = as_labels(y_true, len(p), p.shape[1])
+    pos = check_positive(positive, p.shape[1], owner)
     codes, n_units = _group_codes(groups, len(y))
     kernel = _MetricKernel(y, p, pos, threshold, chosen)
     parts: dict[str, list[FloatArray]] = {key: [] for key in chosen}
@@ -458,13 +359,13 @@ def delong_test(y_true: ArrayLike, score_a: ArrayLike, score_b: ArrayLike) -> di
     DeLong, DeLong & Clarke-Pearson (1988), Biometrics 44(3):837-845.
     Sun & Xu (2014), IEEE Signal Processing Letters 21(11):1389-1393.
     """
-    a = _as_scores(score_a, "score_a")
-    b = _as_scores(score_b, "score_b")
+    a = as_scores(score_a, "score_a")
+    b = as_scores(score_b, "score_b")
     if len(a) != len(b):
         raise DataError(
             f"'score_a' has {len(a)} rows but 'score_b' has {len(b)}; score the same rows."
         )
-    y = _binary_labels(y_true, len(a), "score_a", need=2)
+    y = binary_labels(y_true, len(a), "score_a", need=2)
     is_pos = y == 1
     m, n = int(is_pos.sum()), int((~is_pos).sum())
     scores = np.vstack([a, b])
@@ -543,14 +444,14 @@ def paired_bootstrap(
     """
     owner = "paired_bootstrap"
     (metric,) = _check_keys(metric, owner, param="metric")
-    n_boot = _check_int("n_boot", n_boot, 1, owner)
-    pa, pb = _as_proba(proba_a, "proba_a"), _as_proba(proba_b, "proba_b")
+    n_boot = check_int("n_boot", n_boot, 1, owner)
+    pa, pb = as_proba(proba_a, "proba_a"), as_proba(proba_b, "proba_b")
     if pa.shape != pb.shape:
         raise DataError(
             f"'proba_a' has shape {pa.shape} but 'proba_b' has {pb.shape}; both models must "
             "score the same rows and classes."
         )
-    y = _as_labels(y_true, len(pa), pa.shape[1], "proba_a")
+    y = as_labels(y_true, len(pa), pa.shape[1], "proba_a")
     point_a, point_b = _metrics(y, pa)[metric], _metrics(y, pb)[metric]
     if point_a is None or point_b is None:
         raise DataError(
@@ -574,146 +475,6 @@ def paired_bootstrap(
         count = int(np.sum(deltas <= 0) if delta > 0 else np.sum(deltas >= 0))
         result["p_value"] = min(1.0, 2.0 * (count + 1) / (len(deltas) + 1))
     return result
-
-
-def choose_threshold(
-    y_true: ArrayLike, score: ArrayLike, method: str = "fixed", value: float | None = None
-) -> float:
-    """Decision threshold on the positive-class probability of a binary task.
-
-    Rows with ``score >= threshold`` are called positive (as in
-    :func:`~medfuse.evaluation.metrics.classification_metrics`).
-
-    Parameters
-    ----------
-    y_true : array-like of {0, 1}, shape (n,)
-        Binary labels (1 = positive).
-    score : array-like of float, shape (n,)
-        Positive-class probabilities.
-    method : {"fixed", "youden", "sensitivity"}, default "fixed"
-        ``"fixed"``: ``value`` (default 0.5). ``"youden"``: the ROC threshold maximising
-        ``sensitivity + specificity - 1`` (the highest one on ties). ``"sensitivity"``: the
-        highest threshold whose sensitivity is at least ``value``.
-    value : float, optional
-        The fixed threshold (in [0, 1]) or the minimum sensitivity (in (0, 1], required);
-        ignored by ``"youden"``.
-
-    Returns
-    -------
-    float
-        The threshold, clipped to [0, 1].
-
-    Raises
-    ------
-    ConfigError
-        Unknown ``method`` or ``value`` out of range / missing.
-    DataError
-        Labels not binary or only one class present (data-driven methods).
-    """
-    owner = "choose_threshold"
-    check_option("method", method, THRESHOLD_METHODS, owner)
-    s = _as_scores(score, "score")
-    if method == "fixed":
-        _as_labels(y_true, len(s), 2, "score")
-        return 0.5 if value is None else _check_unit("value", value, f"{owner}(method='fixed')")
-    y = _binary_labels(y_true, len(s), "score")
-    fpr, tpr, thresholds = skm.roc_curve(y, s, drop_intermediate=False)
-    if method == "youden":
-        best = int(np.argmax(tpr - fpr))
-    else:
-        target = _check_unit("value", value, f"{owner}(method='sensitivity')", low_open=True)
-        best = int(np.flatnonzero(tpr >= target - 1e-12)[0])
-    return float(np.clip(thresholds[best], 0.0, 1.0))
-
-
-class TemperatureScaler:
-    """Post-hoc calibration with one temperature: ``softmax(log(proba) / T)``.
-
-    ``T > 1`` softens over-confident probabilities, ``T < 1`` sharpens them; the arg-max
-    (and so accuracy and ROC AUC) is unchanged.
-
-    Attributes
-    ----------
-    temperature_ : float
-        The fitted temperature (raises :class:`~medfuse.errors.NotFittedError` before ``fit``).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> scaler = TemperatureScaler.from_dict({"temperature": 2.0})
-    >>> scaler.transform(np.array([[0.1, 0.9]])).round(3)
-    array([[0.25, 0.75]])
-    """
-
-    log_bounds: tuple[float, float] = (-3.0, 3.0)
-    """Search interval of ``log(T)``."""
-
-    def __init__(self) -> None:
-        self._temperature: float | None = None
-
-    @property
-    def temperature_(self) -> float:
-        if self._temperature is None:
-            raise NotFittedError(
-                "This TemperatureScaler is not fitted yet; call fit(proba, y_true) or "
-                "TemperatureScaler.from_dict(...) first."
-            )
-        return self._temperature
-
-    @staticmethod
-    def _logits(proba: FloatArray) -> FloatArray:
-        return np.log(np.clip(proba, _PROBA_FLOOR, 1.0))
-
-    def fit(self, proba: ArrayLike, y_true: ArrayLike) -> TemperatureScaler:
-        """Learn ``T`` minimising the negative log-likelihood of ``y_true``.
-
-        Parameters
-        ----------
-        proba : array-like of float, shape (n, n_classes)
-            Validation-set probabilities (1-D: positive-class probability).
-        y_true : array-like of int, shape (n,)
-            Class indices.
-
-        Returns
-        -------
-        TemperatureScaler
-            ``self``.
-        """
-        p = _as_proba(proba)
-        y = _as_labels(y_true, len(p), p.shape[1])
-        logits = self._logits(p)
-        rows = np.arange(len(y))
-
-        def nll(log_t: float) -> float:
-            logp = special.log_softmax(logits / math.exp(log_t), axis=1)
-            return float(-logp[rows, y].mean())
-
-        res = optimize.minimize_scalar(
-            nll, bounds=self.log_bounds, method="bounded", options={"xatol": 1e-6}
-        )
-        self._temperature = float(math.exp(float(res.x)))
-        return self
-
-    def transform(self, proba: ArrayLike) -> FloatArray:
-        """Calibrated probabilities, same shape as ``proba`` (1-D in, 1-D out)."""
-        one_d = np.ndim(proba) == 1
-        p = _as_proba(proba)
-        out: FloatArray = special.softmax(self._logits(p) / self.temperature_, axis=1)
-        return out[:, 1] if one_d else out
-
-    def to_dict(self) -> dict[str, float]:
-        """JSON-able state, ``{"temperature": T}``."""
-        return {"temperature": self.temperature_}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TemperatureScaler:
-        """Rebuild a fitted scaler from :meth:`to_dict`'s output."""
-        t = d.get("temperature") if isinstance(d, Mapping) else None
-        if not _is_number(t) or not math.isfinite(float(t)) or float(t) <= 0:  # type: ignore[arg-type]
-            raise _number_error("temperature", t, "a finite number > 0", "TemperatureScaler")
-        scaler = cls()
-        scaler._temperature = float(t)  # type: ignore[arg-type]
-        return scaler
 
 
 def _edge_labels(edges: FloatArray) -> list[str]:
@@ -817,14 +578,14 @@ def subgroup_metrics(
         A column kind or a numeric parameter is invalid.
     """
     owner = "subgroup_metrics"
-    bins = _check_int("bins", bins, 1, owner)
-    min_count = _check_int("min_count", min_count, 0, owner)
-    threshold = _check_unit("threshold", threshold, owner)
-    if not _is_number(flag_margin) or not float(flag_margin) >= 0:
-        raise _number_error("flag_margin", flag_margin, "a number >= 0", owner)
-    p = _as_proba(proba)
-    y = _as_labels(y_true, len(p), p.shape[1])
-    pos = _check_positive(positive, p.shape[1], owner)
+    bins = check_int("bins", bins, 1, owner)
+    min_count = check_int("min_count", min_count, 0, owner)
+    threshold = check_unit("threshold", threshold, owner)
+    if not is_number(flag_margin) or not float(flag_margin) >= 0:
+        raise number_error("flag_margin", flag_margin, "a number >= 0", owner)
+    p = as_proba(proba)
+    y = as_labels(y_true, len(p), p.shape[1])
+    pos = check_positive(positive, p.shape[1], owner)
     if len(frame) != len(y):
         raise DataError(
             f"'frame' has {len(frame)} rows but 'y_true' has {len(y)}; pass the table rows the "

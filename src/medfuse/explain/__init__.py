@@ -130,7 +130,7 @@ def explain(
         ``[{token, score}]`` (plus ``view`` for several text views) and ``features``
         ``[{name, value, score}]``; scores > 0 support the prediction.
     """
-    from medfuse.hybrid import HybridClassifier
+    from medfuse.estimators.hybrid import HybridClassifier
 
     clf._check_fitted()
     positions = check_rows(rows, len(df))

@@ -56,7 +56,7 @@ def _predicted(clf: Any, frame: pd.DataFrame) -> int:
 
 def image_forward(clf: Any, frame: pd.DataFrame, predicted: int | None = None) -> ImageAdapter:
     """The :class:`ImageAdapter` of the first row of ``frame`` for a fitted estimator."""
-    from medfuse.hybrid import HybridClassifier
+    from medfuse.estimators.hybrid import HybridClassifier
 
     _check_image(clf)
     clf._check_fitted()

@@ -1,14 +1,4 @@
-"""Scikit-learn-like estimators over multimodal tables.
-
-``__init__`` stores arguments only; ``fit`` validates them (errors name the
-parameter, the value and the valid options) and learns; fitted state ends in ``_``.
-
->>> from medfuse import FusionClassifier, load_dataset   # doctest: +SKIP
->>> df, spec = load_dataset("synth-derm")               # doctest: +SKIP
->>> clf = FusionClassifier(spec, max_epochs=2).fit(df)  # doctest: +SKIP
->>> clf.predict_proba(df.head(3)).shape                 # doctest: +SKIP
-(3, 2)
-"""
+"""FusionClassifier: image, tabular and text encoders fused and trained end to end."""
 
 from __future__ import annotations
 
@@ -28,15 +18,21 @@ from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import DataLoader
 
-from medfuse.config import AugmentSpec, DataPolicy, DataSpec, RunConfig
+from medfuse.config import AugmentSpec, DataSpec, RunConfig
 from medfuse.data.augment import VIEWS, augment_spec
 from medfuse.data.dataset import MultimodalDataset
 from medfuse.data.preprocess import ImageTransform, Preprocessor
 from medfuse.data.splits import carve, group_labels
 from medfuse.data.validation import validate_table
-from medfuse.decision import DecisionMixin
 from medfuse.distributed import is_primary
 from medfuse.errors import ConfigError, NotFittedError, check_option
+from medfuse.estimators.base import (
+    ESTIMATOR_FILE,
+    MODEL_FILE,
+    PREPROCESS_FILE,
+    TEXT_ENCODERS,
+    DecisionMixin,
+)
 from medfuse.fusion import FUSIONS, FusionModel, view_averaged_proba
 from medfuse.io import (
     atomic_path,
@@ -52,9 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE, PREPROCESS_FILE = "model.safetensors", "preprocess.json"
-ESTIMATOR_FILE = "estimator.json"
-TEXT_ENCODERS = ("wordcnn", "minilm", "wordcnn+minilm")
 _TOKENIZER = {"wordcnn": "vocab", "minilm": "minilm"}
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("plateau", "cosine", "onecycle")
@@ -623,25 +616,3 @@ def _augment_param(spec: AugmentSpec) -> bool | dict[str, float]:
         if spec == AugmentSpec.model_validate(named):
             return named
     return spec.model_dump()
-
-
-def prediction_spec(spec: DataSpec, missing: bool = False) -> DataSpec:
-    """The spec for prediction tables: rows are never dropped (``drop`` becomes ``error``).
-
-    ``missing=True`` (models that predict without a modality) keeps rows lacking their
-    image, text or tabular values (see :func:`keep_missing`).
-    """
-    values = {k: ("error" if v == "drop" else v) for k, v in spec.policy.model_dump().items()}
-    out = spec.model_copy(update={"policy": DataPolicy(**values)})
-    return keep_missing(out) if missing else out
-
-
-def keep_missing(spec: DataSpec) -> DataSpec:
-    """``spec`` keeping rows without an image, with an empty text or missing numbers.
-
-    >>> keep_missing(DataSpec(image="path", target="y")).policy.missing_image
-    'keep'
-    """
-    policy = spec.policy.model_copy(
-        update={"missing_image": "keep", "empty_text": "keep", "missing_number": "keep"})
-    return spec.model_copy(update={"policy": policy})
