@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -25,12 +25,50 @@ TEXT_ENCODERS = ("wordcnn", "minilm", "wordcnn+minilm")
 EXPLAIN_BACKEND = "medfuse.explain"  # module whose explain(clf, df, ...) backs clf.explain
 
 
+
+@runtime_checkable
+class Classifier(Protocol):
+    """What the layers above the estimators (evaluation, explanations, runs, the service)
+    ask of a fitted medfuse model, instead of importing its class.
+
+    ``kind`` says which family it is (``"fused"``: trained end to end, ``model_`` is its
+    network; ``"hybrid"``: deep features + a classical head), for the few places that
+    treat the two differently (explanations, ONNX export).
+    """
+
+    kind: ClassVar[Literal["fused", "hybrid"]]
+    spec: DataSpec
+    classes_: list[str]
+    temperature_: float
+    threshold_: float
+    threshold_method_: str
+
+    @property
+    def handles_missing(self) -> bool: ...
+
+    def input_spec(self) -> DataSpec: ...
+
+    def predict_proba(self, df: pd.DataFrame, calibrated: bool = True,
+                      without: Sequence[str] = ()) -> np.ndarray: ...
+
+    def decide(self, proba: np.ndarray) -> np.ndarray: ...
+
+    def predict(self, df: pd.DataFrame, without: Sequence[str] = ()) -> np.ndarray: ...
+
+    def training_seconds(self) -> float: ...
+
+    def training_precision(self) -> str | None: ...
+
+    def save(self, path: Any) -> Any: ...
+
+
 class DecisionMixin:
     """Temperature scaling + decision threshold shared by every medfuse estimator.
 
     Subclasses implement ``_raw_proba(df)`` and have ``classes_``, ``pre_`` and ``spec``.
     """
 
+    kind: ClassVar[Literal["fused", "hybrid"]]
     temperature_: float = 1.0
     threshold_: float = 0.5
     threshold_method_: str = "fixed"

@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -63,6 +63,8 @@ class FusionClassifier(DecisionMixin):
     :meth:`from_config`); any subset of modalities in ``spec`` works, one
     modality alone being a plain classifier.
     """
+
+    kind: ClassVar[Literal["fused", "hybrid"]] = "fused"
 
     def __init__(
         self,
@@ -381,6 +383,10 @@ class FusionClassifier(DecisionMixin):
         self.pre_ = pre
         self.classes_ = list(pre.classes_)
         return self
+
+    def training_seconds(self) -> float:
+        """Seconds spent training (``train_seconds_``)."""
+        return float(self.train_seconds_)
 
     def training_precision(self) -> str:
         """Lightning's ``precision`` for this fit, with ``"auto"`` resolved.

@@ -24,7 +24,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -381,6 +381,8 @@ class HybridClassifier(DecisionMixin):
         :class:`~medfuse.encoders.image.ImageEncoder`.
     """
 
+    kind: ClassVar[Literal["fused", "hybrid"]] = "hybrid"
+
     _PARAMS = (
         "image_backbone", "pretrained", "image_size", "extractor", "text_features",
         "text_components", "embed_dim", "min_token_freq", "max_tokens", "head", "head_params",
@@ -508,6 +510,14 @@ class HybridClassifier(DecisionMixin):
         """Frozen extraction runs in onnxruntime (fp32, ~8x eager PyTorch on 2 cores)
         unless bf16 was asked for (PyTorch bf16 autocast, ~5x, a few % error)."""
         return "torch" if self._bf16() else "auto"
+
+    def training_seconds(self) -> float:
+        """Seconds spent fitting the head plus extracting the training rows' features."""
+        return float(self.fit_seconds_ + getattr(self, "feature_seconds_", 0.0))
+
+    def training_precision(self) -> str | None:
+        """None: the head trains in float64 and the extractor's precision is in its key."""
+        return None
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "head_"):
