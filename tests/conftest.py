@@ -14,16 +14,28 @@ from PIL import Image
 from medfuse.config import DataSpec
 
 
+# Third-party caches the tests may fill (matplotlib's font cache, Hugging Face, torch hub):
+# a session folder, never the user's ~/.cache.
+_THIRD_PARTY_CACHES = ("XDG_CACHE_HOME", "MPLCONFIGDIR", "HF_HOME", "TORCH_HOME")
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Every cache the tests fill (features, decoded images, pHashes, ONNX exports,
-    generated datasets) goes to a temporary ``MEDFUSE_HOME``, not the user's
-    ``~/.cache/medfuse``; ``MEDFUSE_TEST_HOME`` names a folder to keep between runs."""
+    """Everything the tests write outside ``tmp_path`` goes to a temporary folder.
+
+    ``MEDFUSE_HOME`` is set per test by :func:`_isolated` (below); this session folder holds
+    the third-party caches and is the ``MEDFUSE_HOME`` of code running outside a test
+    (doctests' collection, session fixtures). ``MEDFUSE_TEST_HOME`` names a folder to keep
+    between runs instead (it is then shared by every test: for debugging only).
+    """
     import os
     import tempfile
 
-    home = os.environ.get("MEDFUSE_TEST_HOME") or tempfile.mkdtemp(prefix="medfuse-test-home-")
-    config._medfuse_tmp_home = None if os.environ.get("MEDFUSE_TEST_HOME") else home  # type: ignore[attr-defined]
+    keep = os.environ.get("MEDFUSE_TEST_HOME")
+    home = keep or tempfile.mkdtemp(prefix="medfuse-test-home-")
+    config._medfuse_tmp_home = None if keep else home  # type: ignore[attr-defined]
     os.environ["MEDFUSE_HOME"] = home
+    for name in _THIRD_PARTY_CACHES:
+        os.environ[name] = os.path.join(home, "third-party", name.lower())
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -32,6 +44,29 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     home = getattr(config, "_medfuse_tmp_home", None)
     if home:
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Each test starts alike, whatever ran before it and in whatever order.
+
+    * Python's, NumPy's and torch's global random generators are seeded (0);
+    * ``MEDFUSE_HOME`` (generated datasets, feature / pixel / hash / ONNX caches) is a fresh
+      empty folder, so no test relies on a cache another test filled; subprocesses
+      (CLI tests) inherit it.
+    """
+    import os
+    import random
+
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    if not os.environ.get("MEDFUSE_TEST_HOME"):
+        monkeypatch.setenv("MEDFUSE_HOME", str(tmp_path_factory.mktemp("medfuse-home")))
+    yield
 
 
 @pytest.fixture()

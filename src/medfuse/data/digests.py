@@ -1,4 +1,5 @@
-"""Content digests of files: the identity of an image, whatever its name or folder.
+"""Content digests: the identity of an image file (whatever its name or folder) and of a
+network's weights.
 
 Splits group byte-identical copies by it, and the feature and pixel caches key on it.
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+
+import torch
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
@@ -33,3 +36,14 @@ def file_digest(path: str | Path) -> str:
             digest.update(block)
     _DIGESTS[key] = digest.hexdigest()
     return _DIGESTS[key]
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """sha1 over a module's state dict (names, shapes, values): its weights' identity."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        t = tensor.detach().cpu().contiguous()
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()

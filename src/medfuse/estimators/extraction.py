@@ -200,7 +200,7 @@ class OnnxEncoder:
     def __init__(self, encoder: torch.nn.Module, size: int, folder: Path | None = None) -> None:
         import onnxruntime as ort
 
-        from medfuse.estimators.hybrid import module_digest
+        from medfuse.data.digests import module_digest
 
         key = "|".join([type(encoder).__name__, module_digest(encoder), str(size),
                         str(getattr(encoder, "pool", "")), str(getattr(encoder, "views", "")),
