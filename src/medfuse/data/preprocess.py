@@ -25,6 +25,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as tvf
 
 from medfuse.config import DataSpec
+from medfuse.data.minilm import MiniLMTokenizer
 from medfuse.data.tabular import TabularPreprocessor
 from medfuse.data.text import Vocabulary
 from medfuse.data.validation import labels_as_str
@@ -130,8 +131,6 @@ class Preprocessor:
         views = []
         for name in self.tokenizers:
             if name == "minilm":
-                from medfuse.encoders.text import MiniLMTokenizer
-
                 if not hasattr(self, "_minilm"):
                     self._minilm = MiniLMTokenizer()
                 views.append(self._minilm.encode_batch(values, self.max_tokens))

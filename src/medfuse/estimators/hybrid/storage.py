@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medfuse.config import DataSpec
 from medfuse.data.preprocess import Preprocessor
@@ -18,18 +18,14 @@ from medfuse.estimators.base import PREPROCESS_FILE
 from medfuse.estimators.fused import FusionClassifier
 from medfuse.io import RunDirError, atomic_path, atomic_write_json, verify_manifest, write_manifest
 
-if TYPE_CHECKING:
-    from medfuse.estimators.hybrid.estimator import HybridClassifier
-
-
 HYBRID_FILE, HEAD_SKOPS, HEAD_XGB = "estimator.json", "head.skops", "head.xgb.json"
 TEXT_SKOPS, VECTORS_FILE, EXTRACTOR_DIR = "text.skops", "features.safetensors", "extractor"
 IMAGE_FILE = "image.safetensors"
 _SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "imblearn.")
 
 
-def save_hybrid(clf: HybridClassifier, run: Path) -> Path:
-    """Write a fitted hybrid model into ``run`` (see :meth:`HybridClassifier.save`)."""
+def save_hybrid(clf: Any, run: Path) -> Path:
+    """Write a fitted :class:`~medfuse.estimators.hybrid.HybridClassifier` into ``run``."""
     import skops.io as sio
     from safetensors.numpy import save_file
 
@@ -80,8 +76,8 @@ def save_hybrid(clf: HybridClassifier, run: Path) -> Path:
     return run
 
 
-def load_hybrid(cls: type[HybridClassifier], run: Path) -> HybridClassifier:
-    """Read a model :func:`save_hybrid` wrote (see :meth:`HybridClassifier.load`)."""
+def load_hybrid(cls: Any, run: Path) -> Any:
+    """Read back into a new ``cls`` instance (a HybridClassifier) what :func:`save_hybrid` wrote."""
     from safetensors.numpy import load_file
 
     verify_manifest(run, required=(PREPROCESS_FILE, HYBRID_FILE))
