@@ -36,6 +36,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint browser
 	$(BIN)/python -m pytest -x -q
