@@ -83,6 +83,19 @@ def test_save_load_identical_predictions(tiny_dir: Path, tmp_path: Path) -> None
     assert back.get_params() == {**clf.get_params(), "hidden_dims": tuple(clf.hidden_dims)}
 
 
+def test_saving_over_a_run_with_a_report_keeps_it_loadable(tiny_dir: Path,
+                                                           tmp_path: Path) -> None:
+    """`train --resume` saves into a run that already has report.html, then rebuilds the
+    report: the manifest must not pin the old one (found with the test order shuffled)."""
+    df, spec = _data(tiny_dir, COMBOS["tabular"])
+    run = FusionClassifier(spec, **FAST).fit(df).save(tmp_path / "run")
+    (run / "report.html").write_text("<p>first report</p>")
+    FusionClassifier(spec, **FAST).fit(df).save(run)
+    (run / "report.html").write_text("<p>rebuilt report</p>")
+    assert "report.html" not in json.loads((run / "manifest.json").read_text())["files"]
+    assert FusionClassifier.load(run).predict_proba(df).shape == (len(df), 2)
+
+
 def test_load_rejects_missing_or_altered_files(tiny_dir: Path, tmp_path: Path) -> None:
     df, spec = _data(tiny_dir, COMBOS["tabular"])
     run = FusionClassifier(spec, **FAST).fit(df).save(tmp_path / "run")

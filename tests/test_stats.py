@@ -11,13 +11,13 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from medfuse.errors import ConfigError, DataError, NotFittedError
+from medfuse.evaluation.bootstrap import bootstrap_weights
+from medfuse.evaluation.kernels import MetricKernel
 from medfuse.evaluation.metrics import classification_metrics, expected_calibration_error
 from medfuse.evaluation.stats import (
     BOOTSTRAP_KEYS,
     CI_KEYS,
     TemperatureScaler,
-    _MetricKernel,
-    _weights,
     bootstrap_ci,
     choose_threshold,
     delong_test,
@@ -74,7 +74,7 @@ def test_vectorised_metrics_equal_classification_metrics_on_resampled_rows() -> 
             pos = trial % k
             w = rng.integers(0, 3, (4, n)).astype(float)
             w[:, 0] += 1
-            got = _MetricKernel(y, p, pos, 0.4, BOOTSTRAP_KEYS)(w)
+            got = MetricKernel(y, p, pos, 0.4, BOOTSTRAP_KEYS)(w)
             for b in range(len(w)):
                 idx = np.repeat(np.arange(n), w[b].astype(int))
                 ref = classification_metrics(y[idx], p[idx], positive=pos, threshold=0.4)
@@ -140,7 +140,7 @@ def test_group_bootstrap_resamples_whole_groups() -> None:
 
 def test_group_weights_keep_groups_together_and_count_repeats() -> None:
     codes = np.array([0, 0, 0, 1, 2, 2])
-    for w in _weights(codes, 3, 6, n_boot=50, seed=0):
+    for w in bootstrap_weights(codes, 3, 6, n_boot=50, seed=0):
         assert (w[:, 0] == w[:, 1]).all() and (w[:, 1] == w[:, 2]).all()
         assert (w[:, 4] == w[:, 5]).all()
         assert (w[:, [0, 3, 4]].sum(axis=1) == 3).all()  # 3 group draws per replicate

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
         validate_table,
     )
     from medfuse.estimators import FusionClassifier, HybridClassifier
-    from medfuse.runs import evaluate
+    from medfuse.evaluation.evaluate import evaluate
 
 _DATA = {
     "MultimodalDataset", "Preprocessor", "holdout_split", "kfold_splits", "list_datasets",
@@ -44,7 +44,7 @@ _DATA = {
 _OTHER = {
     "FusionClassifier": "medfuse.estimators",
     "HybridClassifier": "medfuse.estimators",
-    "evaluate": "medfuse.runs",
+    "evaluate": "medfuse.evaluation.evaluate",
 }
 
 

@@ -26,6 +26,8 @@ from typing import Any
 from medfuse.errors import MedfuseError
 
 MANIFEST = "manifest.json"
+#: the run report: a view rebuilt at will (``medfuse report``), so never in the manifest
+REPORT_FILE = "report.html"
 _LIBRARIES = ("medfuse", "torch", "torchvision", "timm", "lightning", "transformers",
               "gensim", "scikit-learn", "numpy", "pandas")
 

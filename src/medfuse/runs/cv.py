@@ -1,0 +1,190 @@
+"""``medfuse cv``: grouped, stratified k-fold cross-validation, resumable fold by fold.
+
+For hybrid models several classical heads can be compared on the same features of the
+same folds (:func:`_cv_hybrid_fold`); finished folds are kept by :mod:`medfuse.runs.folds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from medfuse.config import RunConfig
+from medfuse.data import kfold_splits, load_data
+from medfuse.data.splits import carve, group_labels
+from medfuse.distributed import is_primary
+from medfuse.errors import ConfigError, check_option
+from medfuse.estimators import FusionClassifier
+from medfuse.estimators.hybrid import HEADS, HybridClassifier
+from medfuse.evaluation.evaluate import evaluate, predictions_frame
+from medfuse.evaluation.families import error_families
+from medfuse.io import atomic_write_text, write_manifest
+from medfuse.runs.files import FAMILIES_FILE, _write_csv, _write_json, peak_rss_mb
+from medfuse.runs.folds import (
+    FOLD_FILE,
+    FoldResults,
+    _earlier_fold,
+    _finish_fold,
+    _finished_results,
+    _fold_key,
+    _start_fold,
+)
+from medfuse.runs.models import estimator_from_config
+from medfuse.scoring.metrics import classification_metrics, summarize_folds
+
+log = logging.getLogger(__name__)
+
+#: the columns of ``heads.csv`` (means; the first two also with their ``_std``)
+HEAD_TABLE_KEYS = ("accuracy", "roc_auc", "balanced_accuracy", "pr_auc", "sensitivity",
+                   "specificity", "fit_seconds", "feature_seconds")
+
+
+def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None,
+           resume: bool = False, only: list[int] | None = None) -> dict[str, Any]:
+    """K-fold cross-validation (grouped, stratified); validation carved from each training fold.
+
+    For hybrid models, ``heads`` (e.g. ``["lr", "rf", "xgboost"]``) are all fitted on the
+    same features of the same folds; ``cv_metrics.json`` then also holds ``heads``:
+    ``{name: {"folds", "mean", "std"}}`` and ``heads.csv`` one row per head. The top-level
+    ``folds`` / ``mean`` / ``std`` are those of the first head.
+
+    ``predictions.csv`` holds every row once, out of fold, with its ``fold``, ``row``
+    (position in the table) and ``split_group`` (patient / near-duplicate group).
+    :data:`FAMILIES_FILE` ranks the groups holding errors, and ``cv_metrics.json``'s
+    ``error_families`` says how many were missed whole (:func:`error_families`).
+
+    Each finished fold is kept in ``out/fold<i>/`` (:data:`FOLD_FILE` + its test
+    predictions). With ``resume=True`` a fold finished by an earlier, interrupted run of the
+    same config, fold count, heads and split is read back instead of re-trained, and a fused
+    fold killed mid-training continues from its ``checkpoints/last.ckpt``; a fold folder
+    written by another config is refused.
+
+    ``only`` (e.g. ``[2, 4]``) trains just those folds, so the folds of one
+    cross-validation can run in separate processes or machines on the same ``out``. The
+    other folds are read back when an earlier run finished them, never trained; until
+    every fold is finished the result is ``{"partial": True, "folds": [...], "missing":
+    [...]}`` and ``cv_metrics.json`` is not written.
+    """
+    if heads and cfg.model.kind != "hybrid":
+        raise ConfigError(
+            "--heads compares classical heads of hybrid models; this config has "
+            f"model.kind={cfg.model.kind!r}. Use a hybrid config (e.g. br35h_hybrid) or "
+            "--set model.kind=hybrid."
+        )
+    heads = heads or ([cfg.model.head] if cfg.model.kind == "hybrid" else [])
+    for h in heads:
+        check_option("head", h, HEADS)
+    wrong = sorted({i for i in only or [] if not 0 <= i < folds})
+    if wrong:
+        raise ConfigError(f"--only names fold(s) {wrong}, but folds are numbered 0 to "
+                          f"{folds - 1} with --folds {folds}.")
+    out.mkdir(parents=True, exist_ok=True)
+    df, validation = load_data(cfg.data)
+    groups, grouping = group_labels(df, cfg.data)
+    splits, _ = kfold_splits(df, cfg.data, folds, seed=cfg.train.seed, groups=groups)
+    y = df[cfg.data.target].astype(str).to_numpy()
+    per_head: dict[str, list[dict[str, Any]]] = {h: [] for h in heads or ["model"]}
+    oof = []
+    missing: list[int] = []
+    frozen_hybrid = cfg.model.kind == "hybrid" and cfg.model.extractor == "frozen"
+    for i, (train_idx, test_idx) in enumerate(splits):
+        fold_dir = out / f"fold{i}"
+        key = _fold_key(cfg, folds, list(per_head), test_idx)
+        skipped = only is not None and i not in only
+        earlier = _earlier_fold(fold_dir, key) if resume or skipped else None
+        results = _finished_results(fold_dir, earlier) if earlier else None
+        if results is not None:
+            log.info("fold %d: finished by an earlier run, read from %s", i, fold_dir / FOLD_FILE)
+        elif skipped:
+            missing.append(i)
+            continue
+        else:
+            if frozen_hybrid:  # nothing stops early: every training row fits the head
+                rest, held = np.arange(len(train_idx)), np.arange(0)
+            else:
+                rest, held = carve(
+                    y[train_idx], groups[train_idx], cfg.data.split.valid_size, cfg.train.seed
+                )
+            train_df, valid_df = df.iloc[train_idx[rest]], df.iloc[train_idx[held]]
+            test_df = df.iloc[test_idx]
+            _start_fold(fold_dir, key)
+            clf = estimator_from_config(cfg)
+            if clf.kind == "hybrid":
+                results = _cv_hybrid_fold(cast(HybridClassifier, clf), heads, train_df,
+                                          valid_df, test_df, fold_dir)
+            else:
+                fused = cast(FusionClassifier, clf)
+                last = fold_dir / "checkpoints" / "last.ckpt"
+                continued = earlier is not None and last.is_file()
+                if continued:
+                    log.info("fold %d: continuing its training from %s", i, last)
+                fused.fit(train_df, valid_df, run_dir=fold_dir, resume=continued)
+                metrics, preds = evaluate(fused, test_df)
+                metrics.update(train_seconds=round(fused.training_seconds(), 2),
+                               epochs=fused.epochs_, precision=fused.training_precision())
+                results = {"model": (metrics, preds)}
+            if not getattr(clf, "is_primary_", True):
+                continue  # another DDP process: the first one keeps the fold
+            _finish_fold(fold_dir, key, results)
+        for name, (metrics, preds) in results.items():
+            metrics["fold"] = i
+            per_head[name].append(metrics)
+            if name == next(iter(per_head)):
+                oof.append(preds.assign(fold=i, row=test_idx, split_group=groups[test_idx]))
+            log.info("fold %d %s: accuracy %.4f, roc_auc %s", i, name, metrics["accuracy"],
+                     metrics["roc_auc"])
+    if not is_primary():
+        return {}  # another DDP process: the first one writes the results
+    if missing:
+        return {"partial": True, "folds": next(iter(per_head.values())), "missing": missing}
+    summaries = {name: summarize_folds(rows) for name, rows in per_head.items()}
+    summary = dict(next(iter(summaries.values())))
+    predictions = pd.concat(oof)
+    families, summary["error_families"] = error_families(predictions, cfg.data.target,
+                                                         cfg.data.image)
+    summary.update(peak_rss_mb=round(peak_rss_mb(), 1), data=validation.to_dict(),
+                   groups=grouping.to_dict(), folds_k=folds)
+    files = ["config.yaml", "cv_metrics.json", "predictions.csv", FAMILIES_FILE]
+    if heads:
+        summary["heads"] = summaries
+        table = pd.DataFrame([{"head": name, **{k: s["mean"].get(k) for k in HEAD_TABLE_KEYS},
+                               **{f"{k}_std": s["std"].get(k) for k in HEAD_TABLE_KEYS[:2]}}
+                              for name, s in summaries.items()])
+        _write_csv(out / "heads.csv", table)
+        files.append("heads.csv")
+    atomic_write_text(out / "config.yaml", cfg.to_yaml())
+    _write_json(out / "cv_metrics.json", summary)
+    _write_csv(out / "predictions.csv", predictions)
+    _write_csv(out / FAMILIES_FILE, families)
+    write_manifest(out, files)
+    return summary
+
+
+def _cv_hybrid_fold(
+    clf: HybridClassifier, heads: list[str], train: pd.DataFrame, valid: pd.DataFrame,
+    test: pd.DataFrame, run_dir: Path,
+) -> FoldResults:
+    """Extract one fold's features once, then fit and score every head on them."""
+    t0 = time.perf_counter()
+    # the frozen extractor learns nothing: its validation rows are training rows too
+    fit_rows = pd.concat([train, valid]) if clf.extractor == "frozen" else train
+    X, y = clf.fit_features(fit_rows, valid if clf.extractor == "trained" else None, run_dir)
+    X_test = clf.transform(test)
+    feature_seconds = time.perf_counter() - t0
+    y_test = clf.pre_.encode_target(test[clf.spec.target]).numpy()
+    results = {}
+    for h in heads:
+        params = clf.head_params if h == heads[0] else None
+        clf.fit_head(X, y, head=h, head_params=params)
+        proba = clf.predict_proba_features(X_test)
+        metrics = classification_metrics(y_test, proba)
+        metrics.update(fit_seconds=round(clf.fit_seconds_, 3),
+                       feature_seconds=round(feature_seconds, 2),
+                       train_seconds=round(clf.fit_seconds_ + feature_seconds, 2))
+        results[h] = (metrics, predictions_frame(clf, test, proba))
+    return results

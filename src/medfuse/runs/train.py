@@ -1,0 +1,65 @@
+"""``medfuse train``: one holdout train / valid / test run written to a run directory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from medfuse.config import RunConfig
+from medfuse.data import holdout_split, load_data
+from medfuse.evaluation.evaluate import evaluate, modality_subsets
+from medfuse.io import atomic_write_text
+from medfuse.runs.files import SUBSETS_FILE, _write_csv, _write_json, peak_rss_mb
+from medfuse.runs.models import estimator_from_config
+
+log = logging.getLogger(__name__)
+
+
+def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]:
+    """Holdout train / valid / test run written to ``out``; returns the test metrics.
+
+    The temperature and threshold are fitted on the validation rows; the test rows
+    give ``metrics.json`` (with bootstrap CIs), ``predictions.csv`` and
+    ``subgroups.json``; ``data_report.json`` describes the whole table; ``report.html``
+    shows it all.
+    """
+    from medfuse.evaluation.report import build_report, data_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    df, validation = load_data(cfg.data)
+    split = holdout_split(df, cfg.data, seed=cfg.train.seed)
+    log.info("split: %s", split.report.sizes)
+    clf = estimator_from_config(cfg)
+    valid = df.iloc[split.valid]
+    clf.fit(df.iloc[split.train], valid, run_dir=out, resume=resume)
+    if not getattr(clf, "is_primary_", True):
+        return {}  # another DDP process: the first one evaluates and writes the run directory
+    ev = cfg.evaluation
+    clf.calibrate(valid, temperature=ev.calibrate, threshold=ev.threshold,
+                  value=ev.threshold_value)
+    metrics, preds = evaluate(clf, df.iloc[split.test], bootstrap=ev.bootstrap,
+                              seed=cfg.train.seed, subgroups=ev.subgroups,
+                              bins=ev.subgroup_bins)
+    subgroups = metrics.pop("subgroups", None)
+    metrics.update(
+        threshold=clf.threshold_,
+        train_seconds=round(clf.training_seconds(), 2),
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        epochs=getattr(clf, "epochs_", None),
+        precision=clf.training_precision(),
+        data=validation.to_dict(),
+        split=split.report.to_dict(),
+    )
+    atomic_write_text(out / "config.yaml", cfg.to_yaml())
+    _write_json(out / "metrics.json", metrics)
+    _write_csv(out / "predictions.csv", preds)
+    if subgroups is not None:
+        _write_json(out / "subgroups.json", subgroups)
+    if clf.handles_missing:
+        _write_json(out / SUBSETS_FILE, modality_subsets(clf, df.iloc[split.test]))
+    duplicates = {k: v for k, v in split.report.to_dict().items() if k != "sizes"}
+    _write_json(out / "data_report.json", data_report(df, cfg.data, duplicates=duplicates))
+    clf.save(out)
+    build_report(out)
+    return metrics
