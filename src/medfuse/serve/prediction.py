@@ -1,0 +1,94 @@
+"""Answering one prediction request: the upload written to a temporary file, the inputs
+validated, the model's probabilities and decision, gate weights, and with ``explain`` the
+explanation and a PNG of the image with its regions circled.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import ImageDraw
+
+from medfuse.data.images import read_image
+from medfuse.errors import DataError
+from medfuse.serve.inputs import InputError, Inputs, problem
+from medfuse.serve.model import ServedModel
+from medfuse.serve.validation import validate_inputs
+
+
+def predict_inputs(model: ServedModel, inputs: Inputs, explain: bool,
+                   max_pixels: int) -> dict[str, Any]:
+    """The JSON answer of ``POST /api/predict`` for ``inputs`` (without ``latency_ms``);
+    :class:`InputError` on bad input."""
+    with tempfile.TemporaryDirectory(prefix="medfuse-serve-") as tmp:
+        path = None
+        if inputs.image is not None:
+            path = Path(tmp) / ("upload" + upload_suffix(inputs.image, inputs.image_name))
+            path.write_bytes(inputs.image)
+        df, warnings, missing = validate_inputs(model, inputs, path, max_pixels)
+        try:
+            proba = model.predict_proba(df)
+        except DataError as e:
+            raise InputError([problem("body", str(e))]) from e
+        if not np.isfinite(proba).all():  # JSON has no NaN: say why instead of a 500
+            raise InputError([problem("body", "the model cannot score these values (its "
+                                      "probabilities are not finite); check the "
+                                      "inputs' ranges")])
+        classes = [str(c) for c in model.clf.classes_]
+        decision = str(model.clf.decide(proba)[0])
+        pos = model.positive_index()
+        out: dict[str, Any] = {
+            "probability": float(proba[0, pos]),
+            "positive_class": classes[pos],
+            "probabilities": {c: float(p) for c, p in zip(classes, proba[0], strict=True)},
+            "decision": decision,
+            "threshold": float(model.clf.threshold_),
+            "modalities": None,
+            "missing": missing,
+            "warnings": warnings,
+            "backend": model.backend,
+        }
+        gates = model.gate_weights(df)
+        if gates is not None:
+            out["gates"] = gates
+        if explain:
+            entry = model.explain(df)
+            explanation = {k: entry.get(k, []) for k in ("regions", "words", "features")}
+            if path is not None and model.spec.image and df[model.spec.image].iloc[0]:
+                png = overlay_png(path, entry.get("regions", []))
+                explanation["overlay_png_base64"] = base64.b64encode(png).decode()
+            out["modalities"] = entry.get("modalities")
+            out["explanation"] = explanation
+        return out
+
+
+def upload_suffix(data: bytes, name: str) -> str:
+    """The file suffix for an upload: ``.dcm`` for DICOM, else the name's (``.img``)."""
+    if len(data) > 132 and data[128:132] == b"DICM":
+        return ".dcm"
+    ext = Path(name).suffix.lower()
+    return ext if ext and len(ext) <= 6 else ".img"
+
+
+def overlay_png(path: Path, regions: list[dict[str, Any]]) -> bytes:
+    """PNG of the image at ``path`` with the explanation's regions circled."""
+    img = read_image(path)
+    scale = 1.0
+    if max(img.size) < 256:  # small images: enlarge so the circles are visible
+        scale = 256 / max(img.size)
+        img = img.resize((round(img.size[0] * scale), round(img.size[1] * scale)))
+    draw = ImageDraw.Draw(img)
+    width = max(2, round(max(img.size) / 150))
+    for i, r in enumerate(regions):
+        x, y, rad = (float(r[k]) * scale for k in ("x", "y", "r"))
+        rad = max(rad, 3.0)
+        colour = (0, 220, 80) if i == 0 else (255, 200, 0)
+        draw.ellipse((x - rad, y - rad, x + rad, y + rad), outline=colour, width=width)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

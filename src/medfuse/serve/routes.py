@@ -1,0 +1,99 @@
+"""The endpoints of ``medfuse serve`` (see :mod:`medfuse.serve.app`) as an ``APIRouter``
+over one :class:`~medfuse.serve.model.ServedModel` and its audit log."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from medfuse.config import DataSpec
+from medfuse.serve.audit import AuditLog, input_sha256
+from medfuse.serve.inputs import parse_inputs, read_body
+from medfuse.serve.model import ServedModel
+from medfuse.serve.page import render_page
+from medfuse.serve.prediction import predict_inputs
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def predict_openapi(spec: DataSpec) -> dict[str, Any]:
+    """The OpenAPI request body of ``POST /api/predict``: a form with one field per column
+    of ``spec``, or JSON."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": {"type": "object", "properties": {
+                    "image": {"type": "string", "format": "binary"},
+                    "text": {"type": "string"},
+                    **{c: {"type": "number" if k == "continuous" else "string"}
+                       for c, k in spec.tabular.items()},
+                }}},
+                "application/json": {"schema": {"type": "object", "properties": {
+                    "image_base64": {"type": "string"},
+                    "tabular": {"type": "object"},
+                    "text": {"type": "string"},
+                }}},
+            },
+        }
+    }
+
+
+def build_router(model: ServedModel, audit: AuditLog, *, limit: int, max_pixels: int,
+                 token_required: bool) -> APIRouter:
+    """The routes over ``model``: bodies over ``limit`` bytes get 413, images over
+    ``max_pixels`` 422; every prediction is written to ``audit``."""
+    router = APIRouter()
+
+    @router.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/api/model")
+    def model_info() -> dict[str, Any]:
+        metrics = model.metrics()
+        return {
+            "spec": model.spec.model_dump(mode="json"),
+            "classes": list(model.clf.classes_),
+            "categories": model.categories,
+            "threshold": float(model.clf.threshold_),
+            "temperature": float(model.clf.temperature_),
+            "backend": model.backend,
+            "handles_missing": model.clf.handles_missing,
+            "metrics": metrics,
+            "card": model.card(metrics),
+        }
+
+    @router.post("/api/predict", openapi_extra=predict_openapi(model.spec))
+    async def predict(request: Request) -> JSONResponse:
+        t0 = time.perf_counter()
+        explain = request.query_params.get("explain", "").lower() in _TRUE
+        body = await read_body(request, limit)
+        inputs = await parse_inputs(request, body)
+        result = await run_in_threadpool(predict_inputs, model, inputs, explain, max_pixels)
+        latency = (time.perf_counter() - t0) * 1000.0
+        result["latency_ms"] = round(latency, 2)
+        audited = {k: v for k, v in result.items() if k != "explanation"}
+        if "explanation" in result:
+            audited["regions"] = result["explanation"]["regions"]
+        await run_in_threadpool(audit.write, model.sha256, input_sha256(inputs), audited,
+                                latency)
+        return JSONResponse(result)
+
+    @router.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse(render_page(model, token_required=token_required))
+
+    @router.get("/report", response_model=None)
+    def report() -> FileResponse | JSONResponse:
+        path = model.run / "report.html"
+        if not path.is_file():
+            return JSONResponse({"detail": "this run has no report.html; create it with "
+                                 "'medfuse report RUN'"}, status_code=404)
+        return FileResponse(path, media_type="text/html")
+
+    return router
