@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,11 +120,15 @@ def test_predict_errors_are_clean(trained: Path, tiny_dir: Path, tmp_path: Path)
     assert res.returncode == 2 and "does not exist" in res.stderr
 
 
-def test_resume_continues_training(trained: Path, tiny_config: Path) -> None:
-    res = run("train", str(tiny_config), "--out", str(trained), "--resume",
+def test_resume_continues_training(trained: Path, tiny_config: Path, tmp_path: Path) -> None:
+    run_dir = shutil.copytree(trained, tmp_path / "tiny")  # the shared run stays as trained
+    res = run("train", str(tiny_config), "--out", str(run_dir), "--resume",
               "--set", "train.max_epochs=3", "--set", "train.patience=5")
     assert res.returncode == 0, res.stderr
-    assert json.loads((trained / "metrics.json").read_text())["epochs"] == 3
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
+    from medfuse.runs import load_model
+
+    load_model(run_dir)  # the rebuilt report.html is no part of the manifest
 
 
 def test_cv(tiny_config: Path, tmp_path: Path) -> None:
