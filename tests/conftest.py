@@ -13,7 +13,6 @@ from PIL import Image
 
 from medfuse.config import DataSpec
 
-
 # Third-party caches the tests may fill (matplotlib's font cache, Hugging Face, torch hub):
 # a session folder, never the user's ~/.cache.
 _THIRD_PARTY_CACHES = ("XDG_CACHE_HOME", "MPLCONFIGDIR", "HF_HOME", "TORCH_HOME")

@@ -8,7 +8,7 @@ Methods (details in the submodules):
 
 * image regions: fused models, SmoothGrad integrated gradients of the image (mid-grey
   baseline, 16 noisy copies x 2 steps), ``|attribution|`` summed over channels, then
-  :func:`~medfuse.explain.image.localise`; hybrid models with a linear head, the same
+  :func:`~medfuse.explain.regions.localise`; hybrid models with a linear head, the same
   through the image encoder and the head; other hybrid heads (not differentiable),
   occlusion on an 8 x 8 grid (median-colour fill) with ``predict_proba``.
 * words: fused, layer integrated gradients on the embedding layer (padding baseline);
@@ -21,6 +21,14 @@ Methods (details in the submodules):
 
 All explain the predicted class (``clf.predict``, i.e. at the model's threshold).
 
+Modules, bottom to top (each imports only the ones before it; the estimator comes in
+through :class:`~medfuse.estimators.base.Classifier`, ``clf.kind`` telling fused from
+hybrid): ``_common`` (batches, forward wrappers, JSON values), ``pages`` (the Jinja2
+templates), ``hybrid`` (a hybrid model's head and feature layout), ``adapters`` (any
+estimator as an image classifier), ``regions`` -> ``figures``, ``perturbation`` ->
+``image``, ``text``, ``tabular`` (the modalities), ``modality`` (shares), ``sanity``,
+``report`` (the files of ``out_dir``), and this package's :func:`explain`.
+
 >>> from medfuse.explain import explain  # doctest: +SKIP
 >>> out = explain(clf, df, rows=[0, 5], out_dir="explanations")  # doctest: +SKIP
 >>> out[0]["modalities"]  # doctest: +SKIP
@@ -32,26 +40,27 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from medfuse.errors import ConfigError
-from medfuse.explain._common import check_rows, fused_batch, to_jsonable
-from medfuse.explain.image import (
-    figure_threshold_comparison,
-    grad_cam,
-    integrated_gradients,
-    lime_image,
-    localise,
-    occlusion,
-    overlay_png,
-    to_original,
+from medfuse.explain._common import (
+    BatchForward,
+    check_rows,
+    fused_batch,
+    split_batch,
+    to_jsonable,
 )
+from medfuse.explain.figures import figure_threshold_comparison, overlay_png
+from medfuse.explain.image import grad_cam, ig_attributions, integrated_gradients, reduce_channels
 from medfuse.explain.modality import hybrid_shares, modality_shares, normalise
+from medfuse.explain.perturbation import lime_image, occlusion
+from medfuse.explain.regions import localise, to_original
+from medfuse.explain.report import methods, write_index, write_row
 from medfuse.explain.sanity import randomisation_check, randomise_weights, rank_correlation
-from medfuse.explain.tabular import hybrid_features, tabular_attributions
+from medfuse.explain.tabular import _features, hybrid_features, tabular_attributions, tabular_ig
 from medfuse.explain.text import (
     heatmap_html,
     heatmap_png,
@@ -59,6 +68,9 @@ from medfuse.explain.text import (
     word_importance,
     words_html,
 )
+
+if TYPE_CHECKING:
+    from medfuse.estimators.base import Classifier
 
 __all__ = [
     "explain",
@@ -88,7 +100,7 @@ EXPLANATIONS_FILE = "explanations.json"
 
 
 def explain(
-    clf: Any,
+    clf: Classifier,
     df: pd.DataFrame,
     rows: Sequence[int] | None = None,
     out_dir: str | Path | None = None,
@@ -103,8 +115,9 @@ def explain(
     Parameters
     ----------
     clf:
-        A fitted :class:`~medfuse.FusionClassifier` or :class:`~medfuse.HybridClassifier`
-        (any subset of modalities).
+        A fitted estimator (:class:`~medfuse.estimators.base.Classifier`: a
+        :class:`~medfuse.FusionClassifier` or :class:`~medfuse.HybridClassifier`, any subset
+        of modalities); ``clf.kind`` picks the methods.
     df:
         A table like the ones ``clf.predict`` takes (image paths absolute).
     rows:
@@ -115,11 +128,11 @@ def explain(
         ``row{i}_text.html``, ``row{i}_text_heatmap.html`` / ``.png`` (fused models: tokens
         x embedding dims) and ``index.html`` linking them.
     threshold:
-        Attribution quantile kept by :func:`~medfuse.explain.image.localise`.
+        Attribution quantile kept by :func:`~medfuse.explain.regions.localise`.
     steps, internal_batch_size:
         Integrated-gradients steps, and how many are forwarded at once (memory).
     max_regions, method:
-        Passed to :func:`~medfuse.explain.image.localise`.
+        Passed to :func:`~medfuse.explain.regions.localise`.
 
     Returns
     -------
@@ -130,15 +143,13 @@ def explain(
         ``[{token, score}]`` (plus ``view`` for several text views) and ``features``
         ``[{name, value, score}]``; scores > 0 support the prediction.
     """
-    from medfuse.estimators.hybrid import HybridClassifier
-
-    clf._check_fitted()
+    fitted: Any = clf  # beyond the protocol: the family's own fitted parts (pre_, model_)
+    fitted._check_fitted()
     positions = check_rows(rows, len(df))
     sub = df.iloc[positions]
     proba = clf.predict_proba(sub) if len(sub) else np.zeros((0, len(clf.classes_)))
-    labels = clf.decide(proba) if len(sub) else []
-    hybrid = isinstance(clf, HybridClassifier)
-    state = _HybridState(clf) if hybrid else None
+    labels = clf.decide(proba) if len(sub) else np.array([], dtype=object)
+    state = _HybridState(fitted) if clf.kind == "hybrid" else None
     out_path = Path(out_dir) if out_dir is not None else None
     if out_path is not None:
         out_path.mkdir(parents=True, exist_ok=True)
@@ -152,19 +163,15 @@ def explain(
             "words": [], "features": [],
         }
         if state is not None:
-            extra = _explain_hybrid_row(clf, state, frame, target, entry, threshold,
+            extra = _explain_hybrid_row(fitted, state, frame, target, entry, threshold,
                                         max_regions, method, steps, internal_batch_size)
         else:
-            extra = _explain_fused_row(clf, frame, target, entry, threshold, max_regions,
+            extra = _explain_fused_row(fitted, frame, target, entry, threshold, max_regions,
                                        method, steps, internal_batch_size)
         if out_path is not None:
-            from medfuse.explain.report import write_row
-
             entry["files"] = write_row(out_path, pos, entry, extra)
         results.append(to_jsonable(entry))
     if out_path is not None:
-        from medfuse.explain.report import methods, write_index
-
         doc = {"estimator": type(clf).__name__, "classes": list(clf.classes_),
                "threshold": threshold, "methods": methods(clf, state), "rows": results}
         (out_path / EXPLANATIONS_FILE).write_text(json.dumps(to_jsonable(doc), indent=1))
@@ -193,10 +200,6 @@ def _regions(clf: Any, path: str, amap: np.ndarray, threshold: float, max_region
 def _explain_fused_row(clf: Any, frame: pd.DataFrame, target: int, entry: dict[str, Any],
                        threshold: float, max_regions: int, method: str, steps: int,
                        internal_batch_size: int) -> dict[str, Any]:
-    from medfuse.explain._common import BatchForward, split_batch
-    from medfuse.explain.image import ig_attributions, reduce_channels
-    from medfuse.explain.tabular import _features, tabular_ig
-
     model = clf.model_.eval()
     clean, batch = fused_batch(clf, frame)
     weights: dict[str, float] = {}
@@ -244,7 +247,6 @@ def _explain_hybrid_row(clf: Any, state: _HybridState, frame: pd.DataFrame, targ
                         steps: int, internal_batch_size: int) -> dict[str, Any]:
     from medfuse.explain.adapters import image_forward
     from medfuse.explain.hybrid import text_occlusion
-    from medfuse.explain.image import ig_attributions, reduce_channels
 
     X = clf.transform(frame)
     entry["modalities"] = hybrid_shares(clf, X, target, state.head)

@@ -1,14 +1,15 @@
 """One image-classifier view of any fitted medfuse estimator, for image explanations.
 
-:func:`image_forward` turns a fitted :class:`~medfuse.FusionClassifier` or
-:class:`~medfuse.HybridClassifier` and one row into ``f(images) -> probabilities`` with the
-row's other modalities held fixed, plus the row's preprocessed image.
+:func:`image_forward` turns a fitted estimator (any
+:class:`~medfuse.estimators.base.Classifier`, fused or hybrid) and one row into
+``f(images) -> probabilities`` with the row's other modalities held fixed, plus the row's
+preprocessed image.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,9 @@ from scipy import sparse
 
 from medfuse.errors import ConfigError
 from medfuse.explain._common import BatchForward, ProbaFn, fused_batch, split_batch
+
+if TYPE_CHECKING:
+    from medfuse.estimators.base import Classifier
 
 
 @dataclass
@@ -54,15 +58,23 @@ def _predicted(clf: Any, frame: pd.DataFrame) -> int:
     return list(clf.classes_).index(label)
 
 
-def image_forward(clf: Any, frame: pd.DataFrame, predicted: int | None = None) -> ImageAdapter:
-    """The :class:`ImageAdapter` of the first row of ``frame`` for a fitted estimator."""
-    from medfuse.estimators.hybrid import HybridClassifier
+def image_forward(clf: Classifier, frame: pd.DataFrame,
+                  predicted: int | None = None) -> ImageAdapter:
+    """The :class:`ImageAdapter` of the first row of ``frame`` for a fitted estimator.
 
-    _check_image(clf)
-    clf._check_fitted()
+    ``clf.kind`` picks the view: ``"hybrid"`` runs the image encoder and the head,
+    ``"fused"`` the fused network with the row's other inputs held fixed.
+    """
+    fitted: Any = clf  # beyond the protocol: the family's own fitted parts (pre_, model_)
+    _check_image(fitted)
+    fitted._check_fitted()
     frame = frame.iloc[:1]
-    if isinstance(clf, HybridClassifier):
-        return _hybrid_forward(clf, frame, predicted)
+    if clf.kind == "hybrid":
+        return _hybrid_forward(fitted, frame, predicted)
+    return _fused_forward(fitted, frame, predicted)
+
+
+def _fused_forward(clf: Any, frame: pd.DataFrame, predicted: int | None) -> ImageAdapter:
     clean, batch = fused_batch(clf, frame)
     model = clf.model_.eval()
     keys, (image,), rest = split_batch(batch, ("image",))

@@ -5,6 +5,13 @@ Attribution maps are ``(H, W)`` arrays at the model's input size (the image afte
 ratio); :func:`to_original` maps regions back to the original image's pixels. Pixel
 ``(row j, column i)`` covers ``[i, i + 1) x [j, j + 1)``: its centre is ``(i + 0.5, j + 0.5)``.
 
+This module holds the gradient methods and is the one import path for all of them:
+perturbation methods live in :mod:`~medfuse.explain.perturbation`, regions
+(:func:`localise`, :func:`to_original`, :func:`contains`) in
+:mod:`~medfuse.explain.regions`, figures (:func:`overlay_png`,
+:func:`figure_threshold_comparison`) in :mod:`~medfuse.explain.figures`; they are
+re-exported here.
+
 Methods
 -------
 * :func:`integrated_gradients` (captum): the image input of a fused model, the other
@@ -31,38 +38,52 @@ Methods
   image classifier, differentiable or not (hybrid models with tree heads), but localises
   less well than SmoothGrad-IG (see ``benchmarks/README.md``).
 * :func:`lime_image`: captum ``Lime`` over SLIC superpixels.
-
->>> import numpy as np
->>> yy, xx = np.mgrid[0:32, 0:32]
->>> attr = np.exp(-((xx - 10.5) ** 2 + (yy - 20.5) ** 2) / 8)
->>> [(round(r["x"], 2), round(r["y"], 2)) for r in localise(attr, threshold=0.9)]
-[(11.0, 21.0)]
 """
 
 from __future__ import annotations
 
-import io
-import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from medfuse.errors import ConfigError, DataError
+from medfuse.errors import ConfigError
 from medfuse.explain._common import BatchForward, ProbaFn, split_batch, targets
+from medfuse.explain.figures import figure_threshold_comparison, overlay_png
+from medfuse.explain.perturbation import FILLS, fill_baseline, lime_image, occlusion
+from medfuse.explain.regions import (
+    DBSCAN_EPS,
+    LOCALISERS,
+    MAX_SIDE,
+    contains,
+    localise,
+    to_original,
+)
 
-if TYPE_CHECKING:
-    import pandas as pd
-    from PIL import Image
+__all__ = [
+    "DBSCAN_EPS",
+    "FILLS",
+    "LOCALISERS",
+    "MAX_SIDE",
+    "REDUCTIONS",
+    "contains",
+    "figure_threshold_comparison",
+    "fill_baseline",
+    "find_feature_layer",
+    "grad_cam",
+    "ig_attributions",
+    "integrated_gradients",
+    "lime_image",
+    "localise",
+    "occlusion",
+    "overlay_png",
+    "reduce_channels",
+    "to_original",
+]
 
 REDUCTIONS = ("abs", "positive", "sum")
-LOCALISERS = ("dbscan", "kmeans")
-#: localisation works on maps of at most this side (larger ones are block-averaged first)
-MAX_SIDE = 256
-DBSCAN_EPS = 0.06  # default DBSCAN radius, as a share of the map's longer side
-
 
 # ----------------------------------------------------------------------------- maps
 
@@ -233,327 +254,3 @@ def grad_cam(
                                       "bilinear")
     return up[:, 0].cpu().numpy().astype(np.float64)
 
-
-FILLS = ("median", "zero")
-
-
-def fill_baseline(images: torch.Tensor, fill: str = "median") -> torch.Tensor:
-    """What perturbation methods paint over hidden pixels, same shape as ``images``.
-
-    ``median``: each image's per-channel median colour (its background, e.g. skin, so
-    hiding a lesion removes it instead of painting a grey blob); ``zero``: the normalised
-    mean colour (mid-grey).
-    """
-    if fill not in FILLS:
-        raise ConfigError(f"The 'fill' parameter must be one of {FILLS}. Got {fill!r}.")
-    if fill == "zero":
-        return torch.zeros_like(images, dtype=torch.float32)
-    med = images.float().flatten(2).median(dim=2).values
-    return med[:, :, None, None].expand_as(images).contiguous()
-
-
-def occlusion(
-    fn: ProbaFn,
-    images: torch.Tensor,
-    target: int | Sequence[int] | torch.Tensor,
-    grid: int = 8,
-    batch_size: int = 32,
-    fill: str = "median",
-) -> np.ndarray:
-    """Occlusion sensitivity maps ``(B, H, W)``: positive part of the probability drop.
-
-    Squares of side ``ceil(size / grid)`` painted with :func:`fill_baseline` slide with
-    half that stride (captum ``Occlusion``); each pixel gets the mean drop of the
-    windows covering it.
-    """
-    from captum.attr import Occlusion
-
-    h, w = images.shape[-2:]
-    win = (max(1, math.ceil(h / grid)), max(1, math.ceil(w / grid)))
-    stride = (max(1, win[0] // 2), max(1, win[1] // 2))
-    with torch.no_grad():
-        attr = Occlusion(fn).attribute(
-            images.float(), sliding_window_shapes=(images.shape[1], *win),
-            strides=(images.shape[1], *stride), baselines=fill_baseline(images, fill),
-            target=targets(target, images.shape[0]), perturbations_per_eval=batch_size,
-        )
-    return np.clip(attr[:, 0].detach().cpu().numpy().astype(np.float64), 0.0, None)
-
-
-def lime_image(
-    clf: Any,
-    df_row: pd.DataFrame | pd.Series,
-    n_samples: int = 200,
-    n_segments: int = 50,
-    target: int | None = None,
-    seed: int = 0,
-    fill: str = "median",
-) -> np.ndarray:
-    """LIME over SLIC superpixels of one row's image -> ``(H, W)`` map at the input size.
-
-    Superpixels switched off are painted with :func:`fill_baseline`; a ridge
-    model fitted on ``n_samples`` random on / off patterns (captum ``Lime``, cosine
-    exponential kernel) gives each superpixel a weight, painted on its pixels. Other
-    modalities are held at the row's values, so this works for image-only models and
-    for multimodal ones alike (fused or hybrid, any head: no gradients are needed).
-
-    Parameters
-    ----------
-    clf:
-        A fitted :class:`~medfuse.FusionClassifier` or :class:`~medfuse.HybridClassifier`
-        with an image column.
-    df_row:
-        One row (a one-row DataFrame or a Series).
-    target:
-        Class index explained; default: the predicted class.
-    """
-    import pandas as pd
-    from captum._utils.models.linear_model import SkLearnRidge
-    from captum.attr import Lime
-    from skimage.segmentation import slic
-
-    from medfuse.explain.adapters import image_forward
-
-    frame = df_row.to_frame().T if isinstance(df_row, pd.Series) else df_row
-    if len(frame) != 1:
-        raise DataError(f"lime_image explains one row; got {len(frame)} rows.")
-    adapter = image_forward(clf, frame)
-    image = adapter.image
-    rgb = adapter.to_rgb(image)[0]
-    segments = slic(rgb, n_segments=n_segments, compactness=10.0, start_label=0,
-                    channel_axis=-1)
-    mask = torch.as_tensor(segments, dtype=torch.long)[None, None].expand_as(image)
-    cls = adapter.predicted if target is None else int(target)
-    lime = Lime(adapter.fn, interpretable_model=SkLearnRidge(alpha=1.0))
-    with torch.random.fork_rng(), torch.no_grad():
-        torch.manual_seed(seed)
-        attr = lime.attribute(image.float(), baselines=fill_baseline(image, fill), target=cls,
-                              feature_mask=mask.contiguous(), n_samples=n_samples,
-                              perturbations_per_eval=16)
-    return attr[0, 0].detach().cpu().numpy().astype(np.float64)
-
-
-# ----------------------------------------------------------------------------- regions
-
-
-def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
-    h, w = a.shape
-    ph, pw = -h % f, -w % f
-    padded = np.pad(a, ((0, ph), (0, pw)), mode="edge")
-    return padded.reshape((h + ph) // f, f, (w + pw) // f, f).mean(axis=(1, 3))
-
-
-def localise(
-    attr_map: np.ndarray,
-    threshold: float = 0.9,
-    max_regions: int = 3,
-    method: str = "dbscan",
-    smooth: float = 0.02,
-    eps: float | None = None,
-    min_samples: int | None = None,
-    coverage: float = 0.9,
-    seed: int = 0,
-) -> list[dict[str, float]]:
-    """Circles around the strongest parts of an attribution map.
-
-    Steps: negative values are set to 0; the map is smoothed (Gaussian, sigma =
-    ``smooth`` x its longer side; 0 disables); pixels at or above the ``threshold``
-    quantile (and > 0) are kept; their centres ``(x, y)`` are clustered; each cluster
-    becomes a circle at its attribution-weighted centre whose radius covers ``coverage``
-    of the cluster's attribution.
-
-    Parameters
-    ----------
-    attr_map:
-        ``(H, W)`` map (larger than 256 px: block-averaged first, results in the input's
-        pixels).
-    threshold:
-        Quantile in [0, 1): 0.9 keeps the top 10 % of pixels (low: noisy, high: focused).
-    max_regions:
-        Keep at most this many regions (the highest scores).
-    method:
-        ``dbscan`` (finds the number of regions; unclustered pixels count as noise) or
-        ``kmeans`` (attribution-weighted, always ``max_regions`` clusters when possible).
-    eps, min_samples:
-        DBSCAN parameters; default ``eps = max(1.5, 0.06 * side)`` pixels (wide enough to
-        join the arcs of a lesion's border into one region) and
-        ``min_samples`` = a quarter of an ``eps`` disc (at least 3).
-    coverage:
-        Share of a cluster's attribution inside its circle.
-
-    Returns
-    -------
-    list of dict
-        ``{"x", "y", "r", "score"}`` sorted by ``score`` (descending): the region's share
-        of all kept attribution (noise included, so scores sum to at most 1).
-    """
-    from sklearn.cluster import DBSCAN, KMeans
-
-    a = np.asarray(attr_map, dtype=np.float64)
-    if a.ndim != 2 or a.size == 0:
-        raise DataError(f"attr_map must be a non-empty (H, W) array; got shape {a.shape}.")
-    if not 0.0 <= threshold < 1.0:
-        raise ConfigError(f"The 'threshold' parameter must be a quantile in [0, 1). Got "
-                          f"{threshold!r} (0.9 keeps the top 10 % of pixels).")
-    if method not in LOCALISERS:
-        raise ConfigError(f"The 'method' parameter must be one of {LOCALISERS}. Got {method!r}.")
-    if max_regions < 1 or not 0.0 < coverage <= 1.0:
-        raise ConfigError("'max_regions' must be >= 1 and 'coverage' in (0, 1]; got "
-                          f"{max_regions!r} and {coverage!r}.")
-    a = np.nan_to_num(np.clip(a, 0.0, None))
-    factor = max(1, math.ceil(max(a.shape) / MAX_SIDE))
-    if factor > 1:
-        a = _block_mean(a, factor)
-    if smooth > 0:
-        from scipy.ndimage import gaussian_filter
-
-        a = gaussian_filter(a, sigma=smooth * max(a.shape), mode="nearest")
-    cut = float(np.quantile(a, threshold))
-    keep = (a >= cut) & (a > 0)
-    if not keep.any():
-        return []
-    ys, xs = np.nonzero(keep)
-    pts = np.column_stack([xs + 0.5, ys + 0.5])
-    w = a[ys, xs]
-    if method == "dbscan":
-        e = float(eps) if eps is not None else max(1.5, DBSCAN_EPS * max(a.shape))
-        m = int(min_samples) if min_samples is not None else max(3, round(math.pi * e * e / 4))
-        labels = DBSCAN(eps=e, min_samples=m).fit_predict(pts)
-    else:
-        k = min(max_regions, len(pts))
-        labels = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(
-            pts, sample_weight=w)
-    total = float(w.sum())
-    regions = []
-    for lab in np.unique(labels):
-        if lab < 0:
-            continue
-        sel = labels == lab
-        p, wl = pts[sel], w[sel]
-        centre = (p * wl[:, None]).sum(0) / wl.sum()
-        d = np.hypot(*(p - centre).T)
-        order = np.argsort(d)
-        cum = np.cumsum(wl[order])
-        radius = float(d[order][np.searchsorted(cum, coverage * cum[-1] - 1e-12)]) + 0.5
-        regions.append({"x": float(centre[0]) * factor, "y": float(centre[1]) * factor,
-                        "r": radius * factor, "score": float(wl.sum()) / total})
-    regions.sort(key=lambda r: -r["score"])
-    return regions[:max_regions]
-
-
-def to_original(
-    regions: Sequence[dict[str, float]],
-    original_size: tuple[int, int],
-    input_size: int | tuple[int, int],
-) -> list[dict[str, float]]:
-    """Map regions from model-input pixels to the original image's ``(W, H)`` pixels.
-
-    ``x * W / w_in``, ``y * H / h_in``; ``r`` scales by the mean of the two factors.
-
-    >>> to_original([{"x": 16.0, "y": 8.0, "r": 4.0, "score": 1.0}], (64, 128), 32)
-    [{'x': 32.0, 'y': 32.0, 'r': 12.0, 'score': 1.0}]
-    """
-    w_in, h_in = (input_size, input_size) if isinstance(input_size, int) else input_size
-    fx, fy = original_size[0] / w_in, original_size[1] / h_in
-    return [{**r, "x": r["x"] * fx, "y": r["y"] * fy, "r": r["r"] * (fx + fy) / 2}
-            for r in regions]
-
-
-def contains(region: dict[str, float], x: float, y: float) -> bool:
-    """Whether point ``(x, y)`` lies in the region's circle."""
-    return math.hypot(x - region["x"], y - region["y"]) <= region["r"]
-
-
-# ----------------------------------------------------------------------------- figures
-
-
-def _as_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    return arr
-
-
-def _draw(ax: Any, rgb: np.ndarray, attr: np.ndarray | None, regions: Sequence[dict[str, float]],
-          title: str, mask: np.ndarray | None = None) -> None:
-    from matplotlib.patches import Circle
-
-    h, w = rgb.shape[:2]
-    extent = (0.0, float(w), float(h), 0.0)
-    ax.imshow(rgb, extent=extent, interpolation="nearest")
-    if attr is not None:
-        ax.imshow(attr, cmap="jet", alpha=0.45, extent=extent, interpolation="bilinear")
-    if mask is not None:
-        overlay = np.zeros((*mask.shape, 4))
-        overlay[mask] = (1.0, 1.0, 0.0, 0.45)
-        ax.imshow(overlay, extent=extent, interpolation="nearest")
-    for i, r in enumerate(regions):
-        ax.add_patch(Circle((r["x"], r["y"]), r["r"], fill=False, lw=2.0,
-                            color="lime" if i == 0 else "white"))
-        ax.annotate(f"{r['score']:.2f}", (r["x"], r["y"] - r["r"]), color="white",
-                    fontsize=8, ha="center", va="bottom")
-    ax.set_title(title, fontsize=9)
-    ax.set_xlim(0, w)
-    ax.set_ylim(h, 0)
-    ax.axis("off")
-
-
-def _png(fig: Any) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def _regions_on(image_shape: tuple[int, ...], attr: np.ndarray, threshold: float,
-                **localise_kw: Any) -> list[dict[str, float]]:
-    regions = localise(attr, threshold=threshold, **localise_kw)
-    return to_original(regions, (image_shape[1], image_shape[0]),
-                       (attr.shape[1], attr.shape[0]))
-
-
-def overlay_png(
-    image: Image.Image | np.ndarray,
-    attr: np.ndarray,
-    regions: Sequence[dict[str, float]],
-    title: str = "",
-) -> bytes:
-    """PNG of ``image`` with the attribution heatmap (stretched to it) and region circles.
-
-    ``regions`` are in ``image`` pixels (e.g. from :func:`to_original`).
-    """
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.2, 4.2))
-    _draw(fig.add_subplot(1, 1, 1), _as_rgb(image), np.asarray(attr), regions, title)
-    return _png(fig)
-
-
-def figure_threshold_comparison(
-    image: Image.Image | np.ndarray,
-    attr: np.ndarray,
-    low: float = 0.5,
-    high: float = 0.95,
-    **localise_kw: Any,
-) -> bytes:
-    """PNG: the same image "noisy" (``low`` threshold) vs "focused" (``high``), side by side.
-
-    Each panel shades the kept pixels and draws :func:`localise`'s circles (the strongest
-    one green). ``attr`` may be at the model's input size; regions are drawn in the
-    image's pixels.
-    """
-    from matplotlib.figure import Figure
-
-    rgb = _as_rgb(image)
-    a = np.asarray(attr, dtype=np.float64)
-    fig = Figure(figsize=(8.4, 4.4))
-    for k, (name, q) in enumerate((("noisy", low), ("focused", high))):
-        regions = _regions_on(rgb.shape, a, q, **localise_kw)
-        cut = np.quantile(np.clip(a, 0, None), q)
-        mask = (a >= cut) & (a > 0)
-        _draw(fig.add_subplot(1, 2, k + 1), rgb, None, regions,
-              f"{name}: top {100 * (1 - q):.0f}% of attribution, {len(regions)} region(s)",
-              mask=mask)
-    return _png(fig)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from medfuse.data.images import read_image
+from medfuse.explain.figures import figure_threshold_comparison, overlay_png
+from medfuse.explain.pages import render
+from medfuse.explain.text import heatmap_html, heatmap_png, words_html
 
 
 def methods(clf: Any, state: Any) -> dict[str, str]:
@@ -34,14 +38,9 @@ def methods(clf: Any, state: Any) -> dict[str, str]:
 def write_row(out: Path, pos: int, entry: dict[str, Any], extra: dict[str, Any]
               ) -> dict[str, str]:
     """Write one row's figures and pages; return ``{kind: file name}``."""
-    from medfuse.explain.image import figure_threshold_comparison, overlay_png
-    from medfuse.explain.text import heatmap_html, heatmap_png, words_html
-
     files: dict[str, str] = {}
     title = f"row {pos}: {entry['prediction']} (p = {entry['probability']:.3f})"
     if "attr" in extra:
-        from medfuse.data.images import read_image
-
         image = np.asarray(read_image(extra["image_path"]))
         name = f"row{pos}_image.png"
         (out / name).write_bytes(overlay_png(image, extra["attr"], entry["regions"],
@@ -69,53 +68,32 @@ def write_row(out: Path, pos: int, entry: dict[str, Any], extra: dict[str, Any]
     return files
 
 
-def _table(items: list[dict[str, Any]], cols: tuple[str, ...]) -> str:
-    if not items:
-        return ""
-    head = "".join(f"<th>{c}</th>" for c in cols)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(it.get(c)))}</td>" for c in cols) + "</tr>"
-        for it in items
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+_FEATURE_COLUMNS = ("name", "value", "score")
+_TEXT_LINKS = (("text", "words"), ("text_heatmap", "token x dimension heatmap"),
+               ("text_heatmap_png", "heatmap (PNG)"))
+
+
 def write_index(out: Path, doc: dict[str, Any]) -> Path:
     """``index.html``: per row the prediction, shares, top features / words and links."""
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>medfuse explanations</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
-        "margin:.3em 0}td,th{border:1px solid #ccc;padding:.2em .5em;font-size:.9em}"
-        "img{max-width:420px;margin:.3em}section{border-top:1px solid #999;"
-        "margin-top:1.5em}</style></head><body>",
-        f"<h2>Explanations: {html.escape(doc['estimator'])}</h2>",
-        "<ul>" + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"
-                         for k, v in doc["methods"].items()) + "</ul>",
-        "<p>data: <a href='explanations.json'>explanations.json</a></p>",
-    ]
+    rows = []
     for entry in doc["rows"]:
         files = entry.get("files", {})
-        shares = ", ".join(f"{k} {v:.0%}" for k, v in entry["modalities"].items())
-        parts.append(
-            f"<section><h3>row {entry['row']}: {html.escape(str(entry['prediction']))} "
-            f"(p = {entry['probability']:.3f})</h3><p>modality shares: {shares}</p>"
-        )
-        for kind in ("image", "threshold"):
-            if kind in files:
-                parts.append(f"<a href='{files[kind]}'><img src='{files[kind]}'></a>")
         features = sorted(entry["features"], key=lambda f: -abs(f["score"]))[:10]
-        parts.append(_table(features, ("name", "value", "score")))
-        links = [f"<a href='{files[k]}'>{label}</a>" for k, label in
-                 (("text", "words"), ("text_heatmap", "token x dimension heatmap"),
-                  ("text_heatmap_png", "heatmap (PNG)")) if k in files]
-        if links:
-            parts.append("<p>text: " + " | ".join(links) + "</p>")
-        parts.append("</section>")
-    parts.append("</body></html>")
+        rows.append({
+            "row": entry["row"], "prediction": str(entry["prediction"]),
+            "probability": f"{entry['probability']:.3f}",
+            "shares": [f"{k} {v:.0%}" for k, v in entry["modalities"].items()],
+            "images": [files[k] for k in ("image", "threshold") if k in files],
+            "features": [[_fmt(f.get(c)) for c in _FEATURE_COLUMNS] for f in features],
+            "links": [(files[k], label) for k, label in _TEXT_LINKS if k in files],
+        })
+    page = render("index.html.j2", estimator=doc["estimator"],
+                  methods=list(doc["methods"].items()), feature_columns=_FEATURE_COLUMNS,
+                  rows=rows)
     path = out / "index.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
+    path.write_text(page, encoding="utf-8")
     return path

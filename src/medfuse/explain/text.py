@@ -18,7 +18,6 @@ True
 
 from __future__ import annotations
 
-import html as html_lib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from torch import nn
 from medfuse.data.text import tokenize
 from medfuse.errors import ConfigError
 from medfuse.explain._common import BatchForward, split_batch, targets
+from medfuse.explain.pages import render
 
 
 @dataclass
@@ -167,28 +167,13 @@ def token_attributions(
 
 # ----------------------------------------------------------------------------- views
 
-_PAGE = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{title}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:2.2}}
-.w{{padding:.15em .3em;margin:0 .1em;border-radius:.25em}}
-.legend{{font-size:.85em;color:#555}}</style></head>
-<body><h3>{title}</h3><p>{body}</p>
-<p class="legend"><span class="w" style="background:rgba(220,40,40,.6)">red</span> supports
-the explained class, <span class="w" style="background:rgba(40,90,220,.6)">blue</span>
-argues against it; shade = |score| / max |score| (hover for the value).</p></body></html>
-"""
-
-
 def words_html(words: Sequence[dict[str, Any]], title: str = "Token attributions") -> str:
     """A self-contained HTML page: the words shaded red (positive) / blue (negative)."""
     peak = max((abs(float(w["score"])) for w in words), default=0.0) or 1.0
-    spans = []
-    for w in words:
-        s = float(w["score"])
-        rgb = "220,40,40" if s >= 0 else "40,90,220"
-        spans.append(f'<span class="w" style="background:rgba({rgb},{abs(s) / peak:.3f})" '
-                     f'title="{s:+.4g}">{html_lib.escape(str(w["token"]))}</span>')
-    return _PAGE.format(title=html_lib.escape(title), body=" ".join(spans) or "(no tokens)")
+    shaded = [{"rgb": "220,40,40" if float(w["score"]) >= 0 else "40,90,220",
+               "alpha": f"{abs(float(w['score'])) / peak:.3f}",
+               "score": f"{float(w['score']):+.4g}", "token": str(w["token"])} for w in words]
+    return render("words.html.j2", title=title, words=shaded)
 
 
 def _labels(tokens: Sequence[str]) -> list[str]:
