@@ -1,0 +1,140 @@
+"""``build_report``: a run directory to one self-contained ``report.html``.
+
+Each section's context comes from :mod:`~medfuse.evaluation.report.sections`,
+:mod:`~medfuse.evaluation.report.comparisons` or :mod:`~medfuse.evaluation.report.card`;
+the page is ``evaluation/templates/report.html.j2`` (section bodies in
+``report_sections.html.j2``, tables and figures in ``report_macros.html.j2``, the CSS
+inline from ``report.css.j2``). Autoescape is on: every value is HTML-escaped with
+:func:`html.escape` (:func:`~medfuse.evaluation.report.formatting.escape`).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from medfuse.evaluation.report.card import model_card
+from medfuse.evaluation.report.comparisons import (
+    ablation_section,
+    subgroups_section,
+    subsets_section,
+)
+from medfuse.evaluation.report.formatting import FILTERS, TESTS, escape
+from medfuse.evaluation.report.inputs import _Plots, _Predictions, _read_config, _read_json
+from medfuse.evaluation.report.sections import (
+    calibration_section,
+    data_section,
+    performance_section,
+    summary_section,
+    training_section,
+)
+from medfuse.io import RunDirError, atomic_write_text
+
+__all__ = ["NOT_AVAILABLE", "SECTIONS", "build_report", "environment"]
+
+SECTIONS: dict[str, str] = {
+    "summary": "Summary",
+    "data": "Data",
+    "training": "Training",
+    "performance": "Performance",
+    "calibration": "Calibration",
+    "subgroups": "Subgroups",
+    "ablation": "Ablation",
+    "modality-subsets": "Missing modalities",
+    "model-card": "Model card",
+}
+NOT_AVAILABLE = "not available for this run"
+
+
+@cache
+def environment() -> jinja2.Environment:
+    """The report's template environment (autoescape on, undefined names raise)."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("medfuse.evaluation", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        finalize=escape,
+    )
+    env.filters.update(FILTERS)
+    env.tests.update(TESTS)
+    env.globals["not_available"] = NOT_AVAILABLE
+    return env
+
+
+def build_report(run: Path, out: Path | None = None) -> Path:
+    """Write a self-contained HTML report of a run directory.
+
+    Parameters
+    ----------
+    run
+        The run directory. Required: ``metrics.json`` and ``predictions.csv``. Optional
+        (their parts say "not available for this run" when absent): ``config.yaml``,
+        ``logs/metrics.csv``, ``data_report.json``, ``subgroups.json`` and
+        ``ablation.json`` (the ablation section appears only when it exists), and
+        ``modality_subsets.json`` (models trained with modality dropout).
+    out
+        The HTML file to write; default ``run/report.html``.
+
+    Returns
+    -------
+    Path
+        The HTML file. Every plot is also saved under ``run/plots/*.png``.
+
+    Raises
+    ------
+    RunDirError
+        When ``metrics.json`` or ``predictions.csv`` is missing or unreadable.
+    """
+    run = Path(run)
+    metrics, _ = _read_json(run / "metrics.json", required=True)
+    if not isinstance(metrics, dict):
+        raise RunDirError(f"{run / 'metrics.json'} must hold a JSON object; re-create the run.")
+    pred_path = run / "predictions.csv"
+    if not pred_path.is_file():
+        raise RunDirError(
+            f"{run} is not a complete run directory: predictions.csv is missing "
+            "(build_report needs metrics.json and predictions.csv).")
+    try:
+        pred_df = pd.read_csv(pred_path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{pred_path} could not be read ({e}); re-create the run.") from e
+    cfg, config_text, config_problem = _read_config(run / "config.yaml")
+    preds = _Predictions(pred_df, cfg.data if cfg is not None else None)
+    report, report_problem = _read_json(run / "data_report.json")
+    if report is not None and not isinstance(report, dict):
+        report, report_problem = None, "data_report.json must hold a JSON object"
+    subgroups, subgroups_problem = _read_json(run / "subgroups.json")
+    if isinstance(subgroups, dict) and isinstance(subgroups.get("rows"), list):
+        subgroups = subgroups["rows"]
+    ablation, _ = _read_json(run / "ablation.json")
+    subsets, _ = _read_json(run / "modality_subsets.json")
+
+    plots = _Plots(run / "plots")
+    contexts: list[tuple[str, dict[str, Any]]] = [  # built in page order (plots are saved)
+        ("summary", summary_section(metrics)),
+        ("data", data_section(metrics, report, report_problem, plots)),
+        ("training", training_section(run, metrics, config_text, config_problem, plots)),
+        ("performance", performance_section(preds, plots)),
+        ("calibration", calibration_section(metrics, preds, plots)),
+        ("subgroups", subgroups_section(subgroups, subgroups_problem)),
+    ]
+    if isinstance(ablation, dict):
+        contexts.append(("ablation", ablation_section(ablation)))
+    if isinstance(subsets, dict):
+        contexts.append(("modality-subsets", subsets_section(subsets)))
+    contexts.append(("model-card", model_card(metrics, cfg, preds, subgroups, report)))
+    sections = [{"id": sid, "title": SECTIONS[sid], "context": context}
+                for sid, context in contexts]
+
+    title = f"medfuse report: {cfg.name if cfg is not None and cfg.name else run.name}"
+    page = environment().get_template("report.html.j2").render(
+        title=title, run_dir=str(run), sections=sections)
+    target = Path(out) if out is not None else run / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, page)
+    return target
