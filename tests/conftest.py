@@ -53,7 +53,11 @@ def _isolated(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
     * Python's, NumPy's and torch's global random generators are seeded (0);
     * ``MEDFUSE_HOME`` (generated datasets, feature / pixel / hash / ONNX caches) is a fresh
       empty folder, so no test relies on a cache another test filled; subprocesses
-      (CLI tests) inherit it.
+      (CLI tests) inherit it;
+    * Pillow's process-wide decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, which
+      ``create_app(max_pixels=...)`` sets as the service's limit) is restored after a test
+      that builds a service; module-scoped services restore it in their own teardown (a
+      serve module's small limit once broke a later test reading a big screenshot).
     """
     import os
     import random
@@ -63,6 +67,7 @@ def _isolated(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
     if not os.environ.get("MEDFUSE_TEST_HOME"):
         monkeypatch.setenv("MEDFUSE_HOME", str(tmp_path_factory.mktemp("medfuse-home")))
     yield

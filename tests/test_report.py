@@ -341,8 +341,12 @@ def test_report_needs_metrics_and_predictions(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
-def test_report_renders_in_chromium(full_run: tuple[Path, str], tmp_path: Path) -> None:
+def test_report_renders_in_chromium(full_run: tuple[Path, str], tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from PIL import Image
+
+    # our own 5-Mpixel screenshot, whatever limit a service built in this process left
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
 
     run, _ = full_run
     report = (run / "report.html").resolve()

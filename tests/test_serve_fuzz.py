@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,15 @@ def served_run(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 @pytest.fixture(scope="module")
-def app(served_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def app(served_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from PIL import Image
+
     from medfuse.serve.app import create_app
 
     audit = tmp_path_factory.mktemp("audit") / "audit.sqlite"
-    return create_app(served_run, audit_db=audit, max_upload_mb=1, max_pixels=1_000_000)
+    before = Image.MAX_IMAGE_PIXELS  # create_app sets Pillow's process-wide limit
+    yield create_app(served_run, audit_db=audit, max_upload_mb=1, max_pixels=1_000_000)
+    Image.MAX_IMAGE_PIXELS = before
 
 
 @pytest.fixture(scope="module")

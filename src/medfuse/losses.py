@@ -2,7 +2,10 @@
 
 Both take logits ``(B, C)`` and class indices ``(B,)`` and return the mean loss,
 weighted by class as :class:`torch.nn.CrossEntropyLoss` is (the sum of per-row
-losses times their class weight, divided by the sum of those weights).
+losses times their class weight, divided by the sum of those weights). An optional
+``sample_weight`` ``(B,)`` multiplies each row's weight as well (rows whose label looks
+wrong count less: ``train.label_issues: downweight``); without it the result is
+exactly torch's.
 
 >>> import torch
 >>> logits, target = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
@@ -46,13 +49,35 @@ class FocalLoss(nn.Module):
         self.weight: torch.Tensor | None
         self.register_buffer("weight", None if weight is None else weight.float())
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor,
+                sample_weight: torch.Tensor | None = None) -> torch.Tensor:
         logp = F.log_softmax(logits.float(), dim=1).gather(1, target[:, None]).squeeze(1)
         loss = -((1.0 - logp.exp()).clamp_min(0.0) ** self.gamma) * logp
-        if self.weight is None:
+        if self.weight is None and sample_weight is None:
             return loss.mean()
-        w = self.weight.to(loss.device)[target]
+        w = (self.weight.to(loss.device)[target] if self.weight is not None
+             else torch.ones_like(loss))
+        if sample_weight is not None:
+            w = w * sample_weight.to(loss.device, loss.dtype)
         return (w * loss).sum() / w.sum().clamp_min(1e-12)
+
+
+class WeightedCrossEntropy(nn.CrossEntropyLoss):
+    """:class:`torch.nn.CrossEntropyLoss` (class-weighted) that also takes per-row weights.
+
+    ``forward(logits, target)`` is torch's, bit for bit; with ``sample_weight`` the loss is
+    ``sum(w_class[y_i] * s_i * l_i) / sum(w_class[y_i] * s_i)``.
+    """
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor,
+                sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+        if sample_weight is None:
+            return super().forward(input, target)
+        rows = F.cross_entropy(input, target, reduction="none")  # unweighted per row
+        w = sample_weight.to(rows.device, rows.dtype)
+        if self.weight is not None:
+            w = w * self.weight.to(rows.device, rows.dtype)[target]
+        return (w * rows).sum() / w.sum().clamp_min(1e-12)
 
 
 def make_loss(name: str, weights: torch.Tensor | None = None, gamma: float = 2.0) -> nn.Module:
@@ -60,4 +85,4 @@ def make_loss(name: str, weights: torch.Tensor | None = None, gamma: float = 2.0
     check_option("loss", name, LOSSES)
     if name == "focal":
         return FocalLoss(gamma, weights)
-    return nn.CrossEntropyLoss(weight=weights)
+    return WeightedCrossEntropy(weight=weights)

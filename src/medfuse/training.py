@@ -90,11 +90,12 @@ class FusionModule(LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         forward_train = getattr(self.model, "forward_train", None)
+        extra = {"sample_weight": batch["sample_weight"]} if "sample_weight" in batch else {}
         if forward_train is None:
-            loss = self.loss(self(batch), batch["target"])
+            loss = self.loss(self(batch), batch["target"], **extra)
         else:
             logits, aux, _ = forward_train(batch)
-            loss = self.loss(logits, batch["target"])
+            loss = self.loss(logits, batch["target"], **extra)
             if aux:
                 weight = float(getattr(self.model, "aux_loss", 0.0))
                 loss = loss + weight * self._aux_loss(aux, batch)
@@ -112,10 +113,13 @@ class FusionModule(LightningModule):
         parts = []
         for i, logits in enumerate(aux.values()):
             rows = None if present is None else present[:, i] > 0
+            weight = batch.get("sample_weight")
             if rows is None:
-                parts.append(self.loss(logits, target))
+                parts.append(self.loss(logits, target, **(
+                    {} if weight is None else {"sample_weight": weight})))
             elif bool(rows.any()):
-                parts.append(self.loss(logits[rows], target[rows]))
+                parts.append(self.loss(logits[rows], target[rows], **(
+                    {} if weight is None else {"sample_weight": weight[rows]})))
             else:  # no row has it: no loss, but the head stays in the graph (DDP)
                 parts.append(logits.sum() * 0.0)
         return torch.stack(parts).mean()

@@ -19,7 +19,7 @@ from medfuse.cli.benchmark import benchmark
 from medfuse.cli.common import err_console
 from medfuse.cli.data import datasets, prepare, validate
 from medfuse.cli.model import evaluate, explain, export, predict, report, serve
-from medfuse.cli.training import ablate, cv, demo, train
+from medfuse.cli.training import ablate, audit, cv, demo, train
 from medfuse.errors import MedfuseError
 
 app = typer.Typer(
@@ -31,8 +31,8 @@ app = typer.Typer(
 )
 
 # the order of `medfuse --help`
-for command in (datasets, prepare, validate, train, cv, ablate, explain, serve, export, report,
-                evaluate, predict, benchmark, demo):
+for command in (datasets, prepare, validate, train, cv, audit, ablate, explain, serve, export,
+                report, evaluate, predict, benchmark, demo):
     app.command()(command)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -95,9 +95,36 @@ def cv(
         f"{out / FAMILIES_FILE} lists them, most errors first. Check those labels before "
         "tuning for them."
     )
+    print_label_issues(summary["label_issues"], out)
     console.print(
         f"peak RSS: {summary['peak_rss_mb']:.0f} MB; written: [bold]{out / 'cv_metrics.json'}[/]"
     )
+
+
+def print_label_issues(audit: dict[str, Any], out: Path) -> None:
+    """The label audit's summary: counts, families, the optimistic not-flagged metrics."""
+    clean, every = audit["metrics_on_rows_not_flagged"], audit["metrics_on_all_rows"]
+    cleanup = audit["cleanup"]
+    console.print(
+        f"label audit (cleanlab, out of fold): {audit['issues']} of {audit['rows']} labels "
+        f"look wrong, in {audit['families_with_issues']} families; a clean-up would touch "
+        f"{cleanup['rows']} rows ({cleanup['families']} families mostly flagged, "
+        f"{cleanup['family_rows']} rows). Accuracy on the labels as given "
+        f"{fmt(every.get('accuracy'))}; on the rows not flagged {fmt(clean.get('accuracy'))} "
+        f"(optimistic by construction). {out / 'label_issues.csv'} lists them, most suspect "
+        "first."
+    )
+
+
+def audit(
+    run: Annotated[Path, typer.Argument(help="output folder of 'medfuse cv' (or 'medfuse "
+                                             "train': its test rows)")],
+) -> None:
+    """Label audit: the labels that look wrong (cleanlab), per row and per family; report."""
+    from medfuse.runs.audit import audit_run
+
+    print_label_issues(audit_run(run), run)
+    console.print(f"report: [bold]{run / 'report.html'}[/]")
 
 
 def ablate(

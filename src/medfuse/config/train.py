@@ -109,6 +109,12 @@ class TrainSpec(Spec):
         "all", description="after freeze_epochs, unfreeze the backbone at once (all) or one "
         "stage per epoch from the top (gradual)"
     )
+    label_issues: Literal["keep", "drop", "downweight"] = Field(
+        "keep", description="rows whose label looks wrong (confident learning, cleanlab, on "
+        "cross-validated probabilities of the training rows only): keep them, drop them, or "
+        "down-weight them (weight = label quality) before the final fit; test rows are never "
+        "changed"
+    )
     num_workers: int = Field(0, ge=0)
     accelerator: str = "auto"
     devices: int | str | list[int] = "auto"

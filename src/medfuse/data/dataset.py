@@ -35,6 +35,9 @@ from medfuse.data.decoded import DecodedImages
 from medfuse.data.images import read_image
 from medfuse.data.preprocess import Preprocessor
 
+#: the column of a training table that carries ``FusionClassifier.fit``'s ``sample_weight``
+SAMPLE_WEIGHT = "_medfuse_sample_weight"
+
 
 class MultimodalDataset(Dataset[dict[str, torch.Tensor]]):
     """Rows of a validated table, preprocessed by a fitted :class:`Preprocessor`.
@@ -55,6 +58,8 @@ class MultimodalDataset(Dataset[dict[str, torch.Tensor]]):
     decoded:
         A :class:`~medfuse.data.decoded.DecodedImages` cache: each image is decoded and
         resized once, later epochs read its 8-bit pixels from disk (same values).
+    sample_weight:
+        Per-row loss weights ``(n,)``, yielded as ``sample_weight`` (training rows only).
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class MultimodalDataset(Dataset[dict[str, torch.Tensor]]):
         with_target: bool | None = None,
         augment: bool | Mapping[str, Any] | AugmentSpec = False,
         decoded: DecodedImages | None = None,
+        sample_weight: np.ndarray | None = None,
     ) -> None:
         pre._check_fitted()
         self.decoded = decoded
@@ -84,6 +90,9 @@ class MultimodalDataset(Dataset[dict[str, torch.Tensor]]):
             with_target = spec.target in df.columns
         if with_target:
             self.tensors["target"] = pre.encode_target(df[spec.target])
+        if sample_weight is not None:  # per-row loss weights (training only)
+            self.tensors["sample_weight"] = torch.as_tensor(
+                np.asarray(sample_weight, dtype=np.float32))
         self.n = len(df)
 
     def __len__(self) -> int:

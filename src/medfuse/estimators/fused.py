@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from medfuse.config import DataSpec
-from medfuse.data.dataset import MultimodalDataset
+from medfuse.data.dataset import SAMPLE_WEIGHT, MultimodalDataset
 from medfuse.data.preprocess import ImageTransform, Preprocessor
 from medfuse.data.splits import carve, group_labels
 from medfuse.data.validation import validate_table
@@ -55,6 +55,7 @@ from medfuse.io import (
     verify_manifest,
     write_manifest,
 )
+from medfuse.scoring.checks import check_sample_weight
 
 __all__ = [
     "LOG_FILE",
@@ -92,11 +93,15 @@ class FusionClassifier(FusionParams, DecisionMixin):
         valid: pd.DataFrame | None = None,
         run_dir: str | Path | None = None,
         resume: bool = False,
+        sample_weight: Sequence[float] | np.ndarray | None = None,
     ) -> FusionClassifier:
         """Fit on ``train``; early stopping watches ``valid`` (carved from ``train`` if None).
 
         ``run_dir`` receives Lightning's ``logs/`` and ``checkpoints/`` (default: a temp
         dir); ``resume=True`` continues from ``run_dir/checkpoints/last.ckpt``.
+        ``sample_weight`` (one non-negative weight per row of ``train``) multiplies each
+        row's training loss (validation is unweighted); weights are not saved, so a resumed
+        fit must be given the same ones again.
         """
         from lightning import seed_everything
 
@@ -105,6 +110,9 @@ class FusionClassifier(FusionParams, DecisionMixin):
         self._validate_params()
         seed_everything(self.seed, workers=True, verbose=False)
         spec = self.spec
+        if sample_weight is not None:  # a column, so the weights follow the rows kept
+            train = train.assign(**{SAMPLE_WEIGHT: check_sample_weight(sample_weight,
+                                                                       len(train))})
         train, self.validation_ = validate_table(train, spec, table="train", check_images="exists")
         if valid is None:
             groups, _ = group_labels(train, spec)

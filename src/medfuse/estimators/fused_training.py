@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from medfuse.data.dataset import MultimodalDataset
+from medfuse.data.dataset import SAMPLE_WEIGHT, MultimodalDataset
 from medfuse.data.preprocess import Preprocessor
 from medfuse.distributed import is_primary
 from medfuse.errors import ConfigError
@@ -72,9 +72,10 @@ def train_network(
     tune_malloc()  # +20 % per training step: activations reuse memory, no page faults
     # each training / validation image is decoded and resized once (8-bit, on disk)
     decoded = training_cache(pre.image) if params.spec.image else None
+    weight = train[SAMPLE_WEIGHT].to_numpy() if SAMPLE_WEIGHT in train else None
     train_ds = MultimodalDataset(train, pre,
                                  augment=params.augment if params.spec.image else False,
-                                 decoded=decoded)
+                                 decoded=decoded, sample_weight=weight)
     # order, augmentation and dropout follow (seed, epoch): a resumed run repeats the
     # uninterrupted one exactly (see EpochSampler / EpochSeed)
     weights = None

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+#: ``medfuse cv``'s out-of-fold errors per split group (label-audit candidates)
+FAMILIES_FILE = "error_families.csv"
 #: a family of two or more rows with at least this share wrong out of fold is "missed whole"
 WHOLE = 0.5
 #: image names listed per family in the table

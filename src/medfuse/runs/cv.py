@@ -23,7 +23,11 @@ from medfuse.estimators import FusionClassifier
 from medfuse.estimators.hybrid import HEADS, HybridClassifier
 from medfuse.evaluation.evaluate import evaluate, predictions_frame
 from medfuse.evaluation.families import error_families
+from medfuse.evaluation.label_audit import ISSUE_FAMILIES_FILE, ISSUES_FILE
+from medfuse.evaluation.report import build_cv_report
 from medfuse.io import atomic_write_text, write_manifest
+from medfuse.runs.audit import audit_predictions
+from medfuse.runs.cleaning import fit_around_issues, fit_head_around, hybrid_issues
 from medfuse.runs.files import FAMILIES_FILE, _write_csv, _write_json, peak_rss_mb
 from medfuse.runs.folds import (
     FOLD_FILE,
@@ -114,19 +118,24 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
             test_df = df.iloc[test_idx]
             _start_fold(fold_dir, key)
             clf = estimator_from_config(cfg)
+            fit_groups = groups[train_idx[np.r_[rest, held]]]
             if clf.kind == "hybrid":
                 results = _cv_hybrid_fold(cast(HybridClassifier, clf), heads, train_df,
-                                          valid_df, test_df, fold_dir)
+                                          valid_df, test_df, fold_dir, fit_groups,
+                                          cfg.train.label_issues)
             else:
                 fused = cast(FusionClassifier, clf)
                 last = fold_dir / "checkpoints" / "last.ckpt"
                 continued = earlier is not None and last.is_file()
                 if continued:
                     log.info("fold %d: continuing its training from %s", i, last)
-                fused.fit(train_df, valid_df, run_dir=fold_dir, resume=continued)
+                found = fit_around_issues(fused, cfg, train_df, valid_df,
+                                          groups[train_idx[rest]], fold_dir, continued)
                 metrics, preds = evaluate(fused, test_df)
                 metrics.update(train_seconds=round(fused.training_seconds(), 2),
                                epochs=fused.epochs_, precision=fused.training_precision())
+                if found is not None:
+                    metrics["label_issues_train"] = found.to_dict()
                 results = {"model": (metrics, preds)}
             if not getattr(clf, "is_primary_", True):
                 continue  # another DDP process: the first one keeps the fold
@@ -147,9 +156,12 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
     predictions = pd.concat(oof)
     families, summary["error_families"] = error_families(predictions, cfg.data.target,
                                                          cfg.data.image)
+    issues, issue_families, summary["label_issues"] = audit_predictions(
+        predictions, cfg, next(iter(per_head.values())), df=df)
     summary.update(peak_rss_mb=round(peak_rss_mb(), 1), data=validation.to_dict(),
                    groups=grouping.to_dict(), folds_k=folds)
-    files = ["config.yaml", "cv_metrics.json", "predictions.csv", FAMILIES_FILE]
+    files = ["config.yaml", "cv_metrics.json", "predictions.csv", FAMILIES_FILE, ISSUES_FILE,
+             ISSUE_FAMILIES_FILE]
     if heads:
         summary["heads"] = summaries
         table = pd.DataFrame([{"head": name, **{k: s["mean"].get(k) for k in HEAD_TABLE_KEYS},
@@ -161,15 +173,23 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
     _write_json(out / "cv_metrics.json", summary)
     _write_csv(out / "predictions.csv", predictions)
     _write_csv(out / FAMILIES_FILE, families)
+    _write_csv(out / ISSUES_FILE, issues)
+    _write_csv(out / ISSUE_FAMILIES_FILE, issue_families)
     write_manifest(out, files)
+    build_cv_report(out)
     return summary
 
 
 def _cv_hybrid_fold(
     clf: HybridClassifier, heads: list[str], train: pd.DataFrame, valid: pd.DataFrame,
-    test: pd.DataFrame, run_dir: Path,
+    test: pd.DataFrame, run_dir: Path, fit_groups: np.ndarray, handling: str = "keep",
 ) -> FoldResults:
-    """Extract one fold's features once, then fit and score every head on them."""
+    """Extract one fold's features once, then fit and score every head on them.
+
+    ``fit_groups`` are the split groups of ``train`` then ``valid``; with ``handling``
+    ``drop`` / ``downweight`` the label issues of the rows the head is fitted on are found
+    once (with the configured head) and every head is fitted around them.
+    """
     t0 = time.perf_counter()
     # the frozen extractor learns nothing: its validation rows are training rows too
     fit_rows = pd.concat([train, valid]) if clf.extractor == "frozen" else train
@@ -177,14 +197,22 @@ def _cv_hybrid_fold(
     X_test = clf.transform(test)
     feature_seconds = time.perf_counter() - t0
     y_test = clf.pre_.encode_target(test[clf.spec.target]).numpy()
+    found = None
+    if handling != "keep":
+        found = hybrid_issues(clf, X, y, fit_groups[:len(y)], handling)
     results = {}
     for h in heads:
         params = clf.head_params if h == heads[0] else None
-        clf.fit_head(X, y, head=h, head_params=params)
+        if found is None:
+            clf.fit_head(X, y, head=h, head_params=params)
+        else:
+            fit_head_around(clf, X, y, found, head=h, head_params=params)
         proba = clf.predict_proba_features(X_test)
         metrics = classification_metrics(y_test, proba)
         metrics.update(fit_seconds=round(clf.fit_seconds_, 3),
                        feature_seconds=round(feature_seconds, 2),
                        train_seconds=round(clf.fit_seconds_ + feature_seconds, 2))
+        if found is not None:
+            metrics["label_issues_train"] = found.to_dict()
         results[h] = (metrics, predictions_frame(clf, test, proba))
     return results

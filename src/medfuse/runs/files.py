@@ -12,12 +12,13 @@ from typing import Any
 
 import pandas as pd
 
+from medfuse.evaluation.families import FAMILIES_FILE
 from medfuse.io import atomic_path, atomic_write_json
+
+__all__ = ["FAMILIES_FILE", "SUBSETS_FILE", "peak_rss_mb"]
 
 #: metrics per modality subset (models trained for missing modalities)
 SUBSETS_FILE = "modality_subsets.json"
-#: ``medfuse cv``'s out-of-fold errors per split group (label-audit candidates)
-FAMILIES_FILE = "error_families.csv"
 
 
 def peak_rss_mb() -> float:

@@ -8,8 +8,10 @@ from typing import Any
 
 from medfuse.config import RunConfig
 from medfuse.data import holdout_split, load_data
+from medfuse.data.splits import group_labels
 from medfuse.evaluation.evaluate import evaluate, modality_subsets
 from medfuse.io import atomic_write_text
+from medfuse.runs.cleaning import fit_around_issues
 from medfuse.runs.files import SUBSETS_FILE, _write_csv, _write_json, peak_rss_mb
 from medfuse.runs.models import estimator_from_config
 
@@ -32,7 +34,13 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]
     log.info("split: %s", split.report.sizes)
     clf = estimator_from_config(cfg)
     valid = df.iloc[split.valid]
-    clf.fit(df.iloc[split.train], valid, run_dir=out, resume=resume)
+    found = None
+    if cfg.train.label_issues == "keep":
+        clf.fit(df.iloc[split.train], valid, run_dir=out, resume=resume)
+    else:
+        groups, _ = group_labels(df, cfg.data)
+        found = fit_around_issues(clf, cfg, df.iloc[split.train], valid,
+                                  groups[split.train], out, resume)
     if not getattr(clf, "is_primary_", True):
         return {}  # another DDP process: the first one evaluates and writes the run directory
     ev = cfg.evaluation
@@ -51,6 +59,8 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]
         data=validation.to_dict(),
         split=split.report.to_dict(),
     )
+    if found is not None:
+        metrics["label_issues_train"] = found.to_dict()
     atomic_write_text(out / "config.yaml", cfg.to_yaml())
     _write_json(out / "metrics.json", metrics)
     _write_csv(out / "predictions.csv", preds)

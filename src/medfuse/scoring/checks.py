@@ -126,3 +126,23 @@ def check_positive(positive: int | None, k: int, owner: str) -> int:
         return k - 1
     check_option("positive", positive, range(k), owner)
     return int(positive)
+
+
+def check_sample_weight(sample_weight: object, n: int) -> np.ndarray:
+    """``sample_weight`` as ``(n,)`` float64: finite, >= 0, not all 0 (else a ConfigError)."""
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"The 'sample_weight' parameter must be numbers, one per training "
+                          f"row: {e}.") from e
+    if len(w) != n:
+        raise ConfigError(f"The 'sample_weight' parameter holds {len(w)} weights for {n} "
+                          "training rows: pass one weight per row of the training table.")
+    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+    if len(bad):
+        raise ConfigError(f"The 'sample_weight' parameter must be finite and >= 0; row "
+                          f"{int(bad[0])} has {float(w[bad[0]])}.")
+    if n and not w.any():
+        raise ConfigError("The 'sample_weight' parameter is 0 for every row: nothing would "
+                          "be learnt. Give the rows to keep a weight > 0.")
+    return w

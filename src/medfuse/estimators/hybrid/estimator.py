@@ -29,7 +29,7 @@ from medfuse.data.digests import module_digest
 from medfuse.data.preprocess import ImageTransform, Preprocessor
 from medfuse.data.validation import validate_table
 from medfuse.encoders.image import ImageEncoder
-from medfuse.errors import ConfigError, DataError, NotFittedError, did_you_mean
+from medfuse.errors import ConfigError, NotFittedError, did_you_mean
 from medfuse.estimators.base import DecisionMixin
 from medfuse.estimators.hybrid.features import (
     FeatureCache,
@@ -41,7 +41,7 @@ from medfuse.estimators.hybrid.features import (
     mean_word_vectors,
     one_hot,
 )
-from medfuse.estimators.hybrid.heads import head_pipeline, require_two_classes, sample_weights
+from medfuse.estimators.hybrid.heads import fit_pipeline, head_pipeline, require_two_classes
 from medfuse.estimators.hybrid.network import deep_features, train_extractor
 from medfuse.estimators.hybrid.params import (
     check_network_options,
@@ -50,6 +50,7 @@ from medfuse.estimators.hybrid.params import (
 )
 from medfuse.estimators.hybrid.storage import load_hybrid, save_hybrid
 from medfuse.estimators.hybrid.text import MiniLMViews, fit_text_views
+from medfuse.scoring.checks import check_sample_weight
 
 log = logging.getLogger(__name__)
 
@@ -234,17 +235,21 @@ class HybridClassifier(DecisionMixin):
 
     # ------------------------------------------------------------------ fit
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None = None,
-            run_dir: str | Path | None = None, resume: bool = False) -> HybridClassifier:
+            run_dir: str | Path | None = None, resume: bool = False,
+            sample_weight: Any = None) -> HybridClassifier:
         """Fit the feature extractors and the head on ``train`` only.
 
         ``valid`` is used for early stopping of a ``trained`` extractor (carved from
         ``train`` when None; a frozen extractor ignores it). ``run_dir`` receives a
-        trained extractor's logs.
+        trained extractor's logs. ``sample_weight`` (one per row of ``train``) weighs the
+        rows in the head's fit (see :meth:`fit_head`).
         """
+        if sample_weight is not None:
+            sample_weight = check_sample_weight(sample_weight, len(train))
         t0 = time.perf_counter()
         X, y = self.fit_features(train, valid, run_dir)
         self.feature_seconds_ = time.perf_counter() - t0
-        return self.fit_head(X, y)
+        return self.fit_head(X, y, sample_weight=sample_weight)
 
     def fit_features(self, train: pd.DataFrame, valid: pd.DataFrame | None = None,
                      run_dir: str | Path | None = None) -> tuple[Features, np.ndarray]:
@@ -285,28 +290,23 @@ class HybridClassifier(DecisionMixin):
         return self._transform(train, fitting=True), y
 
     def fit_head(self, X: Features, y: np.ndarray, head: str | None = None,
-                 head_params: dict[str, Any] | None = None) -> HybridClassifier:
-        """Fit (or refit, with another ``head``) the classical head on extracted features."""
+                 head_params: dict[str, Any] | None = None,
+                 sample_weight: Any = None) -> HybridClassifier:
+        """Fit (or refit, with another ``head``) the classical head on extracted features.
+
+        ``sample_weight`` (one non-negative weight per row of ``X``) goes to the head's
+        ``fit``, times the balanced class weights where the head takes those as row
+        weights (XGBoost). A resampler cannot carry row weights to the rows it makes up:
+        ``resample`` must be ``none`` then.
+        """
         if head is not None:
             self.head, self.head_params = head, head_params
         check_params(type(self).__name__, self.head, self.resample, self.extractor,
                      self.text_features, self.text_components)
         pipe = head_pipeline(self.head, self.head_params, self.resample, self.seed,
                              self.class_weight, dense=not sparse.issparse(X))
-        fit_kw: dict[str, Any] = {}
-        if self.class_weight and self.resample == "none" and self.head == "xgboost":
-            fit_kw["head__sample_weight"] = sample_weights(y)
         t0 = time.perf_counter()
-        try:
-            pipe.fit(X, y, **fit_kw)
-        except ValueError as e:
-            if self.resample != "none" and "neighbors" in str(e):
-                raise DataError(
-                    f"resample={self.resample!r} failed: {e}. The minority class has too few "
-                    "training rows for its nearest neighbours; use resample='oversample' or "
-                    "more data."
-                ) from e
-            raise
+        fit_pipeline(pipe, X, y, self.head, self.resample, self.class_weight, sample_weight)
         self.fit_seconds_ = time.perf_counter() - t0
         # the resampler only acts during fit: keep (and save) the steps after it
         self.head_ = pipe[1:] if self.resample != "none" else pipe

@@ -97,6 +97,39 @@ def head_pipeline(head: str, params: dict[str, Any] | None, resample: str, seed:
     return Pipeline(steps)
 
 
+def fit_pipeline(pipe: Any, X: Any, y: np.ndarray, head: str, resample: str,
+                 class_weight: bool, sample_weight: Any = None) -> Any:
+    """Fit a :func:`head_pipeline` on ``X, y`` with optional per-row ``sample_weight``.
+
+    XGBoost takes the balanced class weights as row weights (times ``sample_weight``).
+    A resampler cannot give a weight to the rows it makes up, so ``sample_weight`` needs
+    ``resample='none'``; a resampler without enough neighbours is a clear DataError.
+    """
+    from medfuse.scoring.checks import check_sample_weight
+
+    fit_kw: dict[str, Any] = {}
+    rows = np.ones(len(y))
+    if sample_weight is not None:
+        rows = check_sample_weight(sample_weight, len(y))
+        if resample != "none":
+            raise ConfigError(
+                f"sample_weight with resample={resample!r}: resampling makes up rows that "
+                "have no weight. Use resample='none' (class weights balance the classes) "
+                "or do not weight the rows (train.label_issues: drop / keep).")
+        fit_kw["head__sample_weight"] = rows
+    if class_weight and resample == "none" and head == "xgboost":
+        fit_kw["head__sample_weight"] = sample_weights(y) * rows
+    try:
+        return pipe.fit(X, y, **fit_kw)
+    except ValueError as e:
+        if resample != "none" and "neighbors" in str(e):
+            raise DataError(
+                f"resample={resample!r} failed: {e}. The minority class has too few training "
+                "rows for its nearest neighbours; use resample='oversample' or more data."
+            ) from e
+        raise
+
+
 def sample_weights(y: np.ndarray) -> np.ndarray:
     """Balanced per-row weights ``n / (k * count[y])`` for heads without ``class_weight``."""
     counts = np.bincount(y)

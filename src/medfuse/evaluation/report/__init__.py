@@ -11,8 +11,10 @@ no external assets, no JavaScript.
 By concept: :mod:`.data` (the data report and its plots), :mod:`.plots` (the run's
 figures), :mod:`.inputs` (reading the run directory), :mod:`.sections`,
 :mod:`.comparisons` and :mod:`.card` (one template context per section),
-:mod:`.formatting` (the templates' filters and escaping) and :mod:`.build`
-(:func:`build_report`). The HTML is ``evaluation/templates/report*.j2`` (Jinja2).
+:mod:`.audit` (the label audit and the cross-validation's sections), :mod:`.formatting`
+(the templates' filters and escaping) and :mod:`.build` (:func:`build_report`, and
+:func:`build_cv_report` for a ``medfuse cv`` directory). The HTML is
+``evaluation/templates/report*.j2`` (Jinja2).
 
 >>> import pandas as pd
 >>> from medfuse.config import DataSpec
@@ -28,7 +30,7 @@ figures), :mod:`.inputs` (reading the run directory), :mod:`.sections`,
 
 from medfuse.evaluation.report.build import NOT_AVAILABLE as NOT_AVAILABLE
 from medfuse.evaluation.report.build import SECTIONS as SECTIONS
-from medfuse.evaluation.report.build import build_report
+from medfuse.evaluation.report.build import build_cv_report, build_report
 from medfuse.evaluation.report.card import CARD_METRICS as CARD_METRICS
 from medfuse.evaluation.report.comparisons import ABLATION_METRICS as ABLATION_METRICS
 from medfuse.evaluation.report.comparisons import SUBGROUP_COLUMNS as SUBGROUP_COLUMNS
@@ -52,6 +54,7 @@ from medfuse.evaluation.report.sections import REPORT_ECE_BINS as REPORT_ECE_BIN
 from medfuse.evaluation.report.sections import RUN_NUMBERS as RUN_NUMBERS
 
 __all__ = [
+    "build_cv_report",
     "build_report",
     "data_report",
     "fmt",

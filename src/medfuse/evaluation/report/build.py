@@ -17,6 +17,12 @@ from typing import Any
 import jinja2
 import pandas as pd
 
+from medfuse.evaluation.label_audit import ISSUES_FILE
+from medfuse.evaluation.report.audit import (
+    cv_summary_section,
+    error_families_section,
+    label_audit_section,
+)
 from medfuse.evaluation.report.card import model_card
 from medfuse.evaluation.report.comparisons import (
     ablation_section,
@@ -34,7 +40,7 @@ from medfuse.evaluation.report.sections import (
 )
 from medfuse.io import RunDirError, atomic_write_text
 
-__all__ = ["NOT_AVAILABLE", "SECTIONS", "build_report", "environment"]
+__all__ = ["NOT_AVAILABLE", "SECTIONS", "build_cv_report", "build_report", "environment"]
 
 SECTIONS: dict[str, str] = {
     "summary": "Summary",
@@ -45,7 +51,10 @@ SECTIONS: dict[str, str] = {
     "subgroups": "Subgroups",
     "ablation": "Ablation",
     "modality-subsets": "Missing modalities",
+    "label-audit": "Label audit",
     "model-card": "Model card",
+    "cv-summary": "Cross-validation",
+    "error-families": "Error families",
 }
 NOT_AVAILABLE = "not available for this run"
 
@@ -127,14 +136,44 @@ def build_report(run: Path, out: Path | None = None) -> Path:
         contexts.append(("ablation", ablation_section(ablation)))
     if isinstance(subsets, dict):
         contexts.append(("modality-subsets", subsets_section(subsets)))
+    if (run / ISSUES_FILE).is_file():  # `medfuse audit RUN` audited the test rows
+        contexts.append(("label-audit",
+                         label_audit_section(run, metrics.get("label_issues"), plots)))
     contexts.append(("model-card", model_card(metrics, cfg, preds, subgroups, report)))
+    name = cfg.name if cfg is not None and cfg.name else run.name
+    return _render(run, out, f"medfuse report: {name}", contexts)
+
+
+def _render(run: Path, out: Path | None, title: str,
+            contexts: list[tuple[str, dict[str, Any]]]) -> Path:
     sections = [{"id": sid, "title": SECTIONS[sid], "context": context}
                 for sid, context in contexts]
-
-    title = f"medfuse report: {cfg.name if cfg is not None and cfg.name else run.name}"
     page = environment().get_template("report.html.j2").render(
         title=title, run_dir=str(run), sections=sections)
     target = Path(out) if out is not None else run / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(target, page)
     return target
+
+
+def build_cv_report(run: Path, out: Path | None = None) -> Path:
+    """``report.html`` of a ``medfuse cv`` directory: folds, error families, label audit.
+
+    Requires ``cv_metrics.json``; the error-family and label-audit sections say what is
+    missing when their files are absent (a cross-validation from before the audit:
+    ``medfuse audit RUN`` builds them). Plots go to ``run/plots``.
+    """
+    run = Path(run)
+    metrics, _ = _read_json(run / "cv_metrics.json", required=True)
+    if not isinstance(metrics, dict):
+        raise RunDirError(f"{run / 'cv_metrics.json'} must hold a JSON object; re-run the "
+                          "cross-validation.")
+    cfg, _, _ = _read_config(run / "config.yaml")
+    plots = _Plots(run / "plots")
+    contexts = [
+        ("cv-summary", cv_summary_section(metrics)),
+        ("error-families", error_families_section(run, metrics)),
+        ("label-audit", label_audit_section(run, metrics.get("label_issues"), plots)),
+    ]
+    name = cfg.name if cfg is not None and cfg.name else run.name
+    return _render(run, out, f"medfuse cross-validation: {name}", contexts)

@@ -1,0 +1,209 @@
+"""The label audit of a cross-validation: suspect labels per row and per family, and a montage.
+
+``medfuse cv`` predicts every row out of fold, so each row's probabilities come from a
+model that never saw it: the input confident learning needs
+(:func:`medfuse.scoring.label_issues.find_issues`, i.e. cleanlab). :func:`label_audit`
+turns ``predictions.csv`` into
+
+* ``label_issues.csv`` (:data:`ISSUE_COLUMNS`): one row per table row, most suspect first;
+* ``label_issue_families.csv`` (:data:`FAMILY_COLUMNS`): the same per family (the rows of
+  one split group -- a patient, or an image and its near copies -- sharing a label), which
+  share one answer, families with most suspect rows first;
+* a summary for ``cv_metrics.json["label_issues"]``: counts, and how many rows and
+  families a clean-up would touch.
+
+>>> import pandas as pd
+>>> oof = pd.DataFrame({"y": list("aaaabbbb"), "row": range(8),
+...                     "split_group": [0, 0, 1, 2, 3, 4, 5, 6],
+...                     "prob_a": [.9, .8, .9, .1, .2, .1, .3, .05]})
+>>> oof["prob_b"] = 1 - oof["prob_a"]
+>>> table, families, summary = label_audit(oof, target="y")
+>>> top = table.iloc[0]
+>>> int(top["row"]), top["label"], top["suggested_label"], bool(top["is_issue"])
+(3, 'a', 'b', True)
+>>> summary["issues"], summary["families_with_issues"]
+(1, 1)
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medfuse.errors import DataError
+from medfuse.scoring.label_issues import FILTER_METHOD, QUALITY_METHOD, find_issues
+
+ISSUES_FILE = "label_issues.csv"
+ISSUE_FAMILIES_FILE = "label_issue_families.csv"
+ISSUE_COLUMNS = ["row", "label", "suggested_label", "quality", "split_group", "is_issue"]
+FAMILY_COLUMNS = ["split_group", "label", "n", "issues", "issue_fraction", "mean_quality",
+                  "suggested_label", "rows", "images"]
+#: a family with at least this share of its rows flagged is relabelled whole by a clean-up
+FAMILY_MAJORITY = 0.5
+#: rows / image names listed per family
+EXAMPLES = 5
+METHOD = (f"cleanlab confident learning ({FILTER_METHOD}) on out-of-fold probabilities; "
+          f"quality = {QUALITY_METHOD} (the probability of the given label)")
+
+
+def probability_columns(frame: pd.DataFrame) -> list[str]:
+    """The ``prob_<class>`` columns of a predictions table, in order (``raw_prob_*`` left out)."""
+    return [c for c in frame.columns if str(c).startswith("prob_")]
+
+
+def label_audit(oof: pd.DataFrame, target: str, image: str | None = None,
+                source: str = "predictions.csv") -> tuple[pd.DataFrame, pd.DataFrame,
+                                                          dict[str, Any]]:
+    """Row table, family table and summary of the label issues in ``oof``.
+
+    ``oof`` holds the ``target`` column and ``prob_<class>`` columns, and ideally ``row``
+    (the input table's 0-based row) and ``split_group`` (missing: the row's position and
+    a group per row). ``image`` names an image column to list per family. ``source``
+    names the table in error messages.
+    """
+    if target not in oof.columns:
+        raise DataError(f"{source} has no '{target}' column (the target): the label audit "
+                        "needs the labels as given next to the out-of-fold probabilities.")
+    columns = probability_columns(oof)
+    if not columns:
+        raise DataError(f"{source} has no prob_<class> columns: it holds no probabilities to "
+                        "audit the labels with. Rebuild it with `medfuse cv`.")
+    classes = [c[len("prob_"):] for c in columns]
+    labels = oof[target].astype(str).to_numpy()
+    unknown = sorted(set(labels) - set(classes))
+    if unknown:
+        first = int(np.flatnonzero(~np.isin(labels, classes))[0])
+        raise DataError(f"{source}, row {first}: label {labels[first]!r} has no probability "
+                        f"column (labels {unknown} not among the classes {classes}).")
+    proba = oof[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    index = {c: i for i, c in enumerate(classes)}
+    codes = np.array([index[v] for v in labels], dtype=int)
+    found = find_issues(codes, proba)
+    rows = oof["row"].to_numpy() if "row" in oof else np.arange(len(oof))
+    groups = oof["split_group"].to_numpy() if "split_group" in oof else rows
+    table = pd.DataFrame({
+        "row": rows, "label": labels, "suggested_label": np.array(classes, dtype=object)[
+            found.suggested] if len(oof) else np.array([], dtype=object),
+        "quality": np.round(found.quality, 6), "split_group": groups,
+        "is_issue": found.is_issue,
+    })
+    if "fold" in oof:
+        table["fold"] = oof["fold"].to_numpy()
+    table["image"] = (oof[image].astype(str).to_numpy() if image and image in oof else "")
+    table = table.sort_values(["is_issue", "quality"], ascending=[False, True],
+                              kind="stable").reset_index(drop=True)
+    families = issue_families(table)
+    summary = _summary(table, families, classes, found.notes)
+    if not image or image not in oof:
+        table = table.drop(columns="image")
+    return table, families, summary
+
+
+def issue_families(table: pd.DataFrame) -> pd.DataFrame:
+    """Families (split group x given label) holding label issues, most suspect rows first."""
+    out = []
+    for (group, label), part in table.groupby(["split_group", "label"], sort=False):
+        issues = int(part["is_issue"].sum())
+        if not issues:
+            continue
+        suggested = part.loc[part["is_issue"], "suggested_label"].mode()
+        images = part["image"].astype(str) if "image" in part else pd.Series([], dtype=str)
+        out.append({
+            "split_group": group, "label": label, "n": len(part), "issues": issues,
+            "issue_fraction": round(issues / len(part), 4),
+            "mean_quality": round(float(part["quality"].mean()), 6),
+            "suggested_label": str(suggested.iloc[0]),
+            "rows": " ".join(str(r) for r in part["row"].iloc[:EXAMPLES]),
+            "images": " ".join(Path(p).name for p in images.iloc[:EXAMPLES] if p).strip(),
+        })
+    families = pd.DataFrame(out, columns=FAMILY_COLUMNS)
+    return families.sort_values(["issues", "issue_fraction", "mean_quality"],
+                                ascending=[False, False, True], kind="stable"
+                                ).reset_index(drop=True)
+
+
+def _summary(table: pd.DataFrame, families: pd.DataFrame, classes: Sequence[str],
+             notes: list[str]) -> dict[str, Any]:
+    issues = table["is_issue"].to_numpy(dtype=bool)
+    majority = families[families["issue_fraction"] >= FAMILY_MAJORITY]
+    n_families = int(table.groupby(["split_group", "label"]).ngroups) if len(table) else 0
+    return {
+        "method": METHOD, "rows": len(table), "issues": int(issues.sum()),
+        "issue_rate": round(float(issues.mean()), 4) if len(table) else 0.0,
+        "by_label": {c: {"rows": int((table["label"] == c).sum()),
+                         "issues": int((issues & (table["label"] == c).to_numpy()).sum())}
+                     for c in classes},
+        "families": n_families, "families_with_issues": len(families),
+        "cleanup": {"rows": int(issues.sum()), "families": len(majority),
+                    "family_rows": int(majority["n"].sum())},
+        "notes": list(notes),
+    }
+
+
+def plot_montage(table: pd.DataFrame, n: int = 16, columns: int = 4,
+                 describe: Sequence[str] = ()) -> bytes | None:
+    """PNG montage of the ``n`` most suspect flagged rows' images, or None without images.
+
+    Each tile says the row, its label, the suggestion and the quality score; a missing
+    image file is a grey tile saying so.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    if "image" not in table:
+        return None
+    top = table[table["is_issue"]].head(n)
+    if top.empty:
+        return None
+    rows = int(np.ceil(len(top) / columns))
+    fig = Figure(figsize=(2.4 * columns, 2.6 * rows))
+    FigureCanvasAgg(fig)
+    for k, (_, r) in enumerate(top.iterrows()):
+        ax = fig.add_subplot(rows, columns, k + 1)
+        ax.set_axis_off()
+        try:
+            with Image.open(r["image"]) as im:
+                im.thumbnail((256, 256))
+                ax.imshow(np.asarray(im.convert("RGB")))
+        except (OSError, ValueError):
+            ax.text(0.5, 0.5, "image not found", ha="center", va="center")
+        ax.set_title(f"row {r['row']}: {r['label']} -> {r['suggested_label']}\n"
+                     f"quality {r['quality']:.3f}", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return buf.getvalue()
+
+
+def pooled_metrics(oof: pd.DataFrame, target: str) -> dict[str, Any]:
+    """Accuracy (of ``prediction``), balanced accuracy and ROC AUC pooled over ``oof``'s rows."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+
+    columns = probability_columns(oof)
+    classes = [c[len("prob_"):] for c in columns]
+    y = oof[target].astype(str).to_numpy()
+    out: dict[str, Any] = {"n": len(oof)}
+    if not len(oof):
+        return out
+    pred = oof["prediction"].astype(str).to_numpy()
+    out["accuracy"] = round(float(accuracy_score(y, pred)), 4)
+    out["balanced_accuracy"] = round(float(balanced_accuracy_score(y, pred)), 4)
+    present = set(y)
+    if len(present) < 2:
+        out["roc_auc"] = None
+    elif len(classes) == 2:
+        out["roc_auc"] = round(float(roc_auc_score(y == classes[1], oof[columns[1]])), 4)
+    elif present == set(classes):
+        proba = oof[columns].to_numpy(dtype=np.float64)
+        proba = proba / np.clip(proba.sum(axis=1, keepdims=True), 1e-12, None)
+        out["roc_auc"] = round(float(roc_auc_score(y, proba, labels=classes,
+                                                   multi_class="ovr")), 4)
+    else:
+        out["roc_auc"] = None
+    return out
