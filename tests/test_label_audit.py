@@ -218,3 +218,21 @@ def test_train_drops_flagged_training_rows_and_audit_reads_its_test_rows(tmp_pat
     # the run still loads: the manifest follows the files the audit rewrote
     res = run_cli("predict", str(out), "--data", str(table), "--out", str(tmp_path / "p.csv"))
     assert res.returncode == 0, res.stderr
+
+
+def test_a_cv_interrupted_before_label_issues_existed_still_resumes() -> None:
+    import hashlib
+
+    import yaml
+
+    from medfuse.runs.folds import _fold_key
+
+    cfg = _tabular_cfg(Path("t.csv"), "hybrid", "keep")
+    before = cfg.model_dump(mode="json")
+    del before["train"]["label_issues"]  # the config as the previous release wrote it
+    blob = json.dumps({"config": yaml.safe_dump(before, sort_keys=False), "folds": 3,
+                       "heads": ["lr"], "test_rows": [1, 2]}, sort_keys=True)
+    assert _fold_key(cfg, 3, ["lr"], np.array([1, 2])) == hashlib.sha256(blob.encode()).hexdigest()
+    dropping = _tabular_cfg(Path("t.csv"), "hybrid", "drop")
+    assert _fold_key(dropping, 3, ["lr"], np.array([1, 2])) != _fold_key(cfg, 3, ["lr"],
+                                                                          np.array([1, 2]))

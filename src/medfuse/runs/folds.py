@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from medfuse.config import RunConfig
 from medfuse.distributed import is_primary
@@ -28,9 +29,22 @@ FOLD_PREDICTIONS = "test_predictions.csv"
 FoldResults = dict[str, tuple[dict[str, Any], pd.DataFrame]]
 
 
+#: ``(section, key, default)`` of config keys newer than the fold keys on disk
+LATER_KEYS = (("train", "label_issues", "keep"),)
+
+
 def _fold_key(cfg: RunConfig, folds: int, heads: list[str], test_idx: np.ndarray) -> str:
-    """What a fold's result depends on: the config, the fold count, the heads, its test rows."""
-    blob = json.dumps({"config": cfg.to_yaml(), "folds": folds, "heads": heads,
+    """What a fold's result depends on: the config, the fold count, the heads, its test rows.
+
+    Config keys added later (:data:`LATER_KEYS`) count only away from their default, so a
+    cross-validation interrupted before they existed still resumes.
+    """
+    config = cfg.model_dump(mode="json")
+    for section, key, default in LATER_KEYS:
+        if config.get(section, {}).get(key) == default:
+            del config[section][key]
+    blob = json.dumps({"config": yaml.safe_dump(config, sort_keys=False), "folds": folds,
+                       "heads": heads,
                        "test_rows": np.asarray(test_idx).tolist()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
