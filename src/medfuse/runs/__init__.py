@@ -7,6 +7,8 @@ A training run directory holds ``config.yaml`` (resolved), ``model.safetensors``
 * :mod:`~medfuse.runs.train` -- ``train_run`` (holdout train / valid / test);
 * :mod:`~medfuse.runs.cv` -- ``cv_run`` (k-fold cross-validation, hybrid heads compared);
 * :mod:`~medfuse.runs.folds` -- cross-validation folds kept on disk for ``--resume``;
+* :mod:`~medfuse.runs.audit` -- ``audit_run`` (``medfuse audit``: the label audit, rebuilt);
+* :mod:`~medfuse.runs.cleaning` -- ``train.label_issues``: fitting around suspect labels;
 * :mod:`~medfuse.runs.ablate` -- ``ablate_run`` (single modalities vs the fused model);
 * :mod:`~medfuse.runs.inference` -- ``evaluate_run`` and ``predict_run`` on a saved model;
 * :mod:`~medfuse.runs.models` -- ``estimator_from_config`` and ``load_model``;
