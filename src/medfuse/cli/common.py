@@ -69,3 +69,29 @@ def headline(metrics: dict[str, Any]) -> str:
         if v is not None:
             parts.append(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}")
     return ", ".join(parts)
+
+
+def uncertainty_lines(metrics: dict[str, Any]) -> list[str]:
+    """What a run says of its calibration and conformal sets (empty when it has neither).
+
+    >>> line = uncertainty_lines({"conformal": {"alpha": 0.1, "coverage": 0.91,
+    ...     "class_coverage": {"0": 0.9, "1": 0.92}, "mean_set_size": 1.1,
+    ...     "abstain_rate": 0.12}})[0]
+    >>> line[:57]
+    'conformal sets (alpha 0.1): coverage 0.9100 (target 0.90;'
+    >>> line[-60:]
+    'mean set size 1.10, abstain (set of size != 1) 12.0% of rows'
+    """
+    lines = []
+    calibration = metrics.get("calibration")
+    if isinstance(calibration, dict) and calibration.get("reason"):
+        lines.append(f"temperature {calibration['reason']}")
+    conformal = metrics.get("conformal")
+    if isinstance(conformal, dict) and conformal.get("coverage") is not None:
+        per_class = ", ".join(f"{c}: {fmt(v)}" for c, v in conformal["class_coverage"].items())
+        lines.append(
+            f"conformal sets (alpha {conformal['alpha']:g}): coverage "
+            f"{fmt(conformal['coverage'])} (target {1 - conformal['alpha']:.2f}; per class "
+            f"{per_class}), mean set size {conformal['mean_set_size']:.2f}, abstain (set of "
+            f"size != 1) {100 * conformal['abstain_rate']:.1f}% of rows")
+    return lines

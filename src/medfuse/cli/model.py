@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from medfuse.cli.common import OutsideOption, comma_list, console, headline
+from medfuse.cli.common import OutsideOption, comma_list, console, headline, uncertainty_lines
 from medfuse.errors import MedfuseError
 
 
@@ -104,6 +104,8 @@ def evaluate(
 
     metrics = evaluate_run(run, data, out, allow_outside_paths=allow_outside_paths)
     console.print(headline(metrics))
+    for line in uncertainty_lines(metrics):
+        console.print(line)
     target = out or run / "evaluation"
     subsets = target / SUBSETS_FILE
     if subsets.is_file():
@@ -135,3 +137,7 @@ def predict(
     preds = predict_run(run, data, out, allow_outside_paths=allow_outside_paths,
                         without=left_out)
     console.print(f"wrote {len(preds)} predictions to [bold]{out}[/]")
+    if "abstain" in preds.columns:
+        console.print(f"{int(preds['abstain'].sum())} of {len(preds)} rows abstain (their "
+                      "conformal prediction set is not a single class): refer them")
+

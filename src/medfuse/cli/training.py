@@ -16,6 +16,7 @@ from medfuse.cli.common import (
     fmt,
     fold_list,
     headline,
+    uncertainty_lines,
 )
 
 
@@ -33,6 +34,8 @@ def train(
     if not metrics:  # another process of a DDP run: the first one reports
         return
     console.print(f"test: {headline(metrics)}")
+    for line in uncertainty_lines(metrics):
+        console.print(line)
     console.print(f"run directory: [bold]{out}[/]; report: [bold]{out / 'report.html'}[/]")
 
 
@@ -96,6 +99,8 @@ def cv(
         "tuning for them."
     )
     print_label_issues(summary["label_issues"], out)
+    for line in uncertainty_lines(summary):
+        console.print(f"out of fold, {line}")
     console.print(
         f"peak RSS: {summary['peak_rss_mb']:.0f} MB; written: [bold]{out / 'cv_metrics.json'}[/]"
     )

@@ -1,4 +1,4 @@
-"""The ``evaluation`` section: decision threshold, calibration, confidence intervals, subgroups."""
+"""The ``evaluation`` section: threshold, calibration, conformal sets, CIs, subgroups."""
 
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ class EvalSpec(Spec):
         "threshold_value; chosen on validation rows and saved with the model",
     )
     threshold_value: float | None = Field(None, gt=0.0, le=1.0)
-    calibrate: bool = Field(True, description="temperature scaling fitted on validation rows")
+    calibrate: bool = Field(True, description="temperature scaling fitted on validation rows, "
+                            "kept only if it lowers their cross-validated ECE")
+    conformal_alpha: float | None = Field(
+        0.1, gt=0.0, lt=1.0, description="miscoverage of the class-conditional conformal "
+        "prediction sets calibrated on validation rows (0.1: each class's sets hold it 90% "
+        "of the time); null: no sets",
+    )
     bootstrap: int = Field(1000, ge=0, description="bootstrap replicates for 95% CIs (0: none)")
     subgroups: dict[str, Literal["categorical", "continuous"]] = Field(
         default_factory=dict, description="columns to report metrics per level / bin of"

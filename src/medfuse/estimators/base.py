@@ -1,29 +1,45 @@
-"""What turns raw class probabilities into a decision: temperature and threshold.
+"""What turns raw class probabilities into a decision: temperature, threshold, sets.
 
-Both are learned on *validation* rows (never test rows) by
+All three are learned on *validation* rows (never test rows) by
 :meth:`DecisionMixin.calibrate` and saved with the model, so ``predict_proba``
-returns calibrated probabilities and ``predict`` decides at the chosen
-threshold everywhere: in ``evaluate``, ``predict`` and the app.
+returns calibrated probabilities, ``predict`` decides at the chosen threshold and
+``prediction_sets`` gives conformal prediction sets everywhere: in ``evaluate``,
+``predict``, ``cv`` and the app. The temperature is kept only where it lowers the
+cross-validated ECE of the validation rows
+(:func:`~medfuse.scoring.calibration.choose_temperature`).
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import warnings
 from collections.abc import Sequence
+from itertools import combinations
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
 from medfuse.config import DataPolicy, DataSpec
+from medfuse.data.dataset import presence
 from medfuse.errors import ConfigError
-from medfuse.scoring.calibration import TemperatureScaler, choose_threshold
+from medfuse.scoring.calibration import TemperatureScaler, choose_temperature, choose_threshold
+from medfuse.scoring.conformal import ConformalSets, check_alpha
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE, PREPROCESS_FILE = "model.safetensors", "preprocess.json"
 ESTIMATOR_FILE = "estimator.json"
 TEXT_ENCODERS = ("wordcnn", "minilm", "wordcnn+minilm")
 EXPLAIN_BACKEND = "medfuse.explain"  # module whose explain(clf, df, ...) backs clf.explain
+NO_CONFORMAL = ("this model has no conformal calibration (it was saved before medfuse made "
+                "prediction sets, or trained with evaluation.conformal_alpha: null), so it "
+                "gives no prediction sets; retrain it to get them")
 
+
+class CalibrationWarning(UserWarning):
+    """Too few validation rows for a reliable temperature, threshold or conformal set."""
 
 
 @runtime_checkable
@@ -42,6 +58,7 @@ class Classifier(Protocol):
     temperature_: float
     threshold_: float
     threshold_method_: str
+    conformal_: dict[str, Any] | None
 
     @property
     def handles_missing(self) -> bool: ...
@@ -54,6 +71,11 @@ class Classifier(Protocol):
     def decide(self, proba: np.ndarray) -> np.ndarray: ...
 
     def predict(self, df: pd.DataFrame, without: Sequence[str] = ()) -> np.ndarray: ...
+
+    def prediction_sets(self, df: pd.DataFrame, proba: np.ndarray | None = None,
+                        without: Sequence[str] = ()) -> np.ndarray | None: ...
+
+    def available_modalities(self, df: pd.DataFrame) -> np.ndarray: ...
 
     def training_seconds(self) -> float: ...
 
@@ -72,6 +94,9 @@ class DecisionMixin:
     temperature_: float = 1.0
     threshold_: float = 0.5
     threshold_method_: str = "fixed"
+    calibration_: dict[str, Any] | None = None  # choose_temperature's decision
+    conformal_: dict[str, Any] | None = None  # ConformalSets.to_dict(), or None
+    _conformal_sets: ConformalSets | None = None
     classes_: list[str]
     pre_: Any
     spec: Any
@@ -152,23 +177,109 @@ class DecisionMixin:
         return self.decide(self.predict_proba(df, without=without))
 
     def calibrate(self, valid: pd.DataFrame, temperature: bool = True,
-                  threshold: str = "fixed", value: float | None = None) -> DecisionMixin:
-        """Fit the temperature and choose the threshold on labelled validation rows.
+                  threshold: str = "fixed", value: float | None = None,
+                  conformal_alpha: float | None = None, seed: int = 0) -> DecisionMixin:
+        """Fit the temperature, choose the threshold and calibrate conformal sets on
+        labelled validation rows.
 
-        ``threshold``: ``fixed`` (``value`` or 0.5), ``youden`` or ``sensitivity`` (the
-        highest threshold whose sensitivity is at least ``value``).
+        ``temperature``: fit one and keep it only if it lowers the cross-validated ECE of
+        ``valid`` (:func:`~medfuse.scoring.calibration.choose_temperature`; its decision
+        is ``calibration_``). ``threshold``: ``fixed`` (``value`` or 0.5), ``youden`` or
+        ``sensitivity`` (the highest threshold whose sensitivity is at least ``value``).
+        ``conformal_alpha``: calibrate class-conditional conformal prediction sets at that
+        miscoverage (:meth:`fit_conformal`); None leaves them off.
         """
         self._check_fitted()
         raw = self._raw_proba(valid)
         y = self.pre_.encode_target(valid[self.spec.target]).numpy()
-        self.temperature_ = 1.0
-        if temperature and len(np.unique(y)) > 1:
-            self.temperature_ = float(TemperatureScaler().fit(raw, y).temperature_)
+        self.temperature_, self.calibration_ = 1.0, None
+        if temperature:
+            self.calibration_ = choose_temperature(raw, y, seed=seed)
+            self.temperature_ = float(self.calibration_["temperature"])
+            log.info("temperature %s", self.calibration_["reason"])
+            if self.calibration_.get("warning"):
+                warnings.warn(self.calibration_["warning"], CalibrationWarning, stacklevel=2)
         if len(self.classes_) == 2:
             self.threshold_ = float(choose_threshold(y == 1, self.scale(raw)[:, 1], threshold,
                                                      value))
             self.threshold_method_ = threshold
+        if conformal_alpha is not None:
+            self.fit_conformal(valid, conformal_alpha, raw=raw)
         return self
+
+    # ------------------------------------------------------------------ conformal sets
+    def available_modalities(self, df: pd.DataFrame) -> np.ndarray:
+        """Each row's available modalities, e.g. ``"image+text"`` (object array).
+
+        A model that needs every modality names them all for every row.
+        """
+        modalities = list(self.spec.modalities)
+        if not self.handles_missing:
+            return np.full(len(df), "+".join(modalities), dtype=object)
+        has = presence(df, self.spec).astype(bool)
+        return np.array(["+".join(m for m, h in zip(modalities, row, strict=True) if h)
+                         for row in has], dtype=object)
+
+    def fit_conformal(self, valid: pd.DataFrame, alpha: float,
+                      raw: np.ndarray | None = None) -> DecisionMixin:
+        """Calibrate conformal prediction sets on labelled validation rows.
+
+        Sets are class-conditional (Mondrian): each class is covered at ``1 - alpha``. A
+        model that predicts without a modality is calibrated once per subset of
+        modalities -- every validation row predicted with the other modalities left out --
+        so a row's set is calibrated for the modalities it actually has.
+        """
+        self._check_fitted()
+        alpha = check_alpha(alpha)
+        y = self.pre_.encode_target(valid[self.spec.target]).numpy()
+        if not self.handles_missing:
+            proba = self.scale(self._raw_proba(valid) if raw is None else raw)
+            return self.fit_conformal_proba(proba, y, alpha, self.available_modalities(valid))
+        modalities = list(self.spec.modalities)
+        has = self.available_modalities(valid)
+        probas, names, labels = [], [], []
+        for k in range(len(modalities), 0, -1):
+            for used in combinations(modalities, k):
+                without = [m for m in modalities if m not in used]
+                hidden = self._hide(valid, without)
+                left = np.array(["+".join(m for m in modalities if m in used
+                                          and m in str(h).split("+")) for h in has],
+                                dtype=object)
+                rows = left != ""
+                if not rows.any():
+                    continue
+                probas.append(self.scale(self._raw_proba(hidden[rows])))
+                names.append(left[rows])
+                labels.append(y[rows])
+        return self.fit_conformal_proba(np.concatenate(probas), np.concatenate(labels), alpha,
+                                        np.concatenate(names))
+
+    def fit_conformal_proba(self, proba: np.ndarray, y: np.ndarray, alpha: float,
+                            subsets: np.ndarray | None = None) -> DecisionMixin:
+        """Calibrate conformal sets on out-of-sample probabilities ``proba`` of labels ``y``
+        (e.g. cross-validated ones, where no validation rows were held out)."""
+        sets = ConformalSets(check_alpha(alpha)).fit(proba, y, subsets,
+                                                     class_names=self.classes_)
+        for message in sets.warnings_:
+            warnings.warn(message, CalibrationWarning, stacklevel=2)
+        self.conformal_, self._conformal_sets = sets.to_dict(), sets
+        return self
+
+    def prediction_sets(self, df: pd.DataFrame, proba: np.ndarray | None = None,
+                        without: Sequence[str] = ()) -> np.ndarray | None:
+        """Boolean ``(n, n_classes)`` conformal prediction sets of rows ``df``, or None for
+        a model without conformal calibration (:data:`NO_CONFORMAL`).
+
+        ``proba``: the (calibrated) probabilities of ``df`` if already computed.
+        """
+        if self.conformal_ is None:
+            return None
+        if self._conformal_sets is None:
+            self._conformal_sets = ConformalSets.from_dict(self.conformal_)
+        if proba is None:
+            proba = self.predict_proba(df, without=without)
+        names = self.available_modalities(self._hide(df, without) if without else df)
+        return self._conformal_sets.predict(proba, names)
 
     def explain(self, df: pd.DataFrame, rows: list[int] | None = None,
                 out_dir: str | None = None, **kw: Any) -> list[dict[str, Any]]:
@@ -185,12 +296,16 @@ class DecisionMixin:
 
     def decision_state(self) -> dict[str, Any]:
         return {"temperature": self.temperature_, "threshold": self.threshold_,
-                "threshold_method": self.threshold_method_}
+                "threshold_method": self.threshold_method_,
+                "calibration": self.calibration_, "conformal": self.conformal_}
 
     def set_decision_state(self, state: dict[str, Any]) -> None:
         self.temperature_ = float(state.get("temperature", 1.0))
         self.threshold_ = float(state.get("threshold", 0.5))
         self.threshold_method_ = str(state.get("threshold_method", "fixed"))
+        self.calibration_ = state.get("calibration")
+        self.conformal_ = state.get("conformal")  # absent in models saved before sets existed
+        self._conformal_sets = None
 
 
 def prediction_spec(spec: DataSpec, missing: bool = False) -> DataSpec:

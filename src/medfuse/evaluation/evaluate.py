@@ -36,9 +36,12 @@ def evaluate(
     Metrics use the model's calibrated probabilities and its decision threshold.
     ``bootstrap > 0`` adds ``ci95`` (95% CIs resampling patients, i.e. ``spec.group``,
     when the spec has one); ``subgroups`` adds ``subgroups`` (metrics per level / bin);
-    a calibrated model also reports ``calibration`` (ECE before / after).
+    a calibrated model also reports ``calibration`` (the temperature decision and the
+    ECE before / after); a model with conformal calibration reports ``conformal``
+    (coverage overall, per class and per available-modality subset; set sizes).
     """
     from medfuse.evaluation.stats import bootstrap_ci, subgroup_metrics
+    from medfuse.scoring.conformal import conformal_metrics
     from medfuse.scoring.metrics import expected_calibration_error
 
     fitted: Any = clf  # beyond the protocol: DecisionMixin.scale (the fitted temperature)
@@ -50,18 +53,26 @@ def evaluate(
     if bootstrap:
         metrics["ci95"] = bootstrap_ci(y, proba, groups=groups, n_boot=bootstrap, seed=seed,
                                        threshold=clf.threshold_)
-    if clf.temperature_ != 1.0:
+    decision = getattr(clf, "calibration_", None)
+    if clf.temperature_ != 1.0 or decision:
         def ece(p: np.ndarray) -> float:
             return expected_calibration_error(p.argmax(1) == y, p.max(1))
 
-        metrics["calibration"] = {"temperature": clf.temperature_,
+        metrics["calibration"] = {**(decision or {}), "temperature": clf.temperature_,
                                   "ece_before": ece(raw), "ece_after": ece(proba)}
+    sets = clf.prediction_sets(df, proba)
+    if sets is not None:
+        alpha = float((clf.conformal_ or {})["alpha"])
+        subsets = clf.available_modalities(df) if clf.handles_missing else None
+        metrics["conformal"] = conformal_metrics(y, sets, clf.classes_, alpha, subsets)
+        metrics["conformal"]["calibration_warnings"] = list(
+            (clf.conformal_ or {}).get("warnings", []))
     if subgroups:
         metrics["subgroups"] = subgroup_metrics(
             df.reset_index(drop=True), y, proba, dict(subgroups), bins=bins,
             threshold=clf.threshold_
         )
-    return metrics, predictions_frame(clf, df, proba, raw)
+    return metrics, predictions_frame(clf, df, proba, raw, sets=sets)
 
 
 def modality_subsets(clf: Classifier, df: pd.DataFrame) -> dict[str, Any]:
@@ -105,13 +116,19 @@ def modality_subsets(clf: Classifier, df: pd.DataFrame) -> dict[str, Any]:
 
 
 def predictions_frame(clf: Classifier, df: pd.DataFrame, proba: np.ndarray,
-                      raw: np.ndarray | None = None) -> pd.DataFrame:
+                      raw: np.ndarray | None = None, sets: np.ndarray | None = None
+                      ) -> pd.DataFrame:
     """One row per input row: ids, target (if present), ``prob_<class>``, ``prediction``.
 
     With ``raw`` (uncalibrated probabilities that differ from ``proba``), also
     ``raw_prob_<class>``; gated fused models add the gate's weight of each modality
-    (``gate_<modality>``).
+    (``gate_<modality>``). A model with conformal calibration adds ``prediction_set``
+    (classes joined by ``|``, e.g. ``"0|1"``; empty for the empty set) and ``abstain``
+    (the set is not a single class); ``sets`` are those sets if already computed. A
+    model that predicts without a modality adds ``modalities``, each row's available ones.
     """
+    from medfuse.scoring.conformal import format_sets
+
     spec = clf.spec
     keep = [c for c in (spec.group, spec.image, spec.target) if c and c in df.columns]
     out = df[keep].reset_index(drop=True).copy()
@@ -121,6 +138,13 @@ def predictions_frame(clf: Classifier, df: pd.DataFrame, proba: np.ndarray,
         for j, cls in enumerate(clf.classes_):
             out[f"raw_prob_{cls}"] = raw[:, j]
     out["prediction"] = clf.decide(proba)
+    if sets is None:
+        sets = clf.prediction_sets(df, proba)
+    if sets is not None:
+        out["prediction_set"] = format_sets(sets, clf.classes_)
+        out["abstain"] = sets.sum(axis=1) != 1
+    if clf.handles_missing:
+        out["modalities"] = clf.available_modalities(df)
     if clf.kind == "fused" and getattr(clf, "fusion", None) == "gated" and len(df):
         fitted: Any = clf  # beyond the protocol: a gated fused model's gate weights
         gates = fitted.modality_weights(df)

@@ -27,7 +27,12 @@ from medfuse.evaluation.label_audit import ISSUE_FAMILIES_FILE, ISSUES_FILE
 from medfuse.evaluation.report import build_cv_report
 from medfuse.io import atomic_write_text, write_manifest
 from medfuse.runs.audit import audit_predictions
-from medfuse.runs.cleaning import fit_around_issues, fit_head_around, hybrid_issues
+from medfuse.runs.cleaning import (
+    cross_validated_proba,
+    fit_around_issues,
+    fit_head_around,
+    hybrid_issues,
+)
 from medfuse.runs.files import FAMILIES_FILE, _write_csv, _write_json, peak_rss_mb
 from medfuse.runs.folds import (
     FOLD_FILE,
@@ -39,6 +44,7 @@ from medfuse.runs.folds import (
     _start_fold,
 )
 from medfuse.runs.models import estimator_from_config
+from medfuse.scoring.conformal import check_calibration_classes, conformal_metrics, parse_sets
 from medfuse.scoring.metrics import classification_metrics, summarize_folds
 
 log = logging.getLogger(__name__)
@@ -116,13 +122,18 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
                 )
             train_df, valid_df = df.iloc[train_idx[rest]], df.iloc[train_idx[held]]
             test_df = df.iloc[test_idx]
+            alpha = cfg.evaluation.conformal_alpha
+            if alpha is not None and len(held):  # fail before training, not after
+                check_calibration_classes(valid_df[cfg.data.target].tolist(),
+                                          df.iloc[train_idx][cfg.data.target].tolist(),
+                                          f"fold {i}'s validation rows")
             _start_fold(fold_dir, key)
             clf = estimator_from_config(cfg)
             fit_groups = groups[train_idx[np.r_[rest, held]]]
             if clf.kind == "hybrid":
                 results = _cv_hybrid_fold(cast(HybridClassifier, clf), heads, train_df,
                                           valid_df, test_df, fold_dir, fit_groups,
-                                          cfg.train.label_issues)
+                                          cfg.train.label_issues, alpha)
             else:
                 fused = cast(FusionClassifier, clf)
                 last = fold_dir / "checkpoints" / "last.ckpt"
@@ -131,6 +142,8 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
                     log.info("fold %d: continuing its training from %s", i, last)
                 found = fit_around_issues(fused, cfg, train_df, valid_df,
                                           groups[train_idx[rest]], fold_dir, continued)
+                if alpha is not None and is_primary():
+                    fused.fit_conformal(valid_df, alpha)
                 metrics, preds = evaluate(fused, test_df)
                 metrics.update(train_seconds=round(fused.training_seconds(), 2),
                                epochs=fused.epochs_, precision=fused.training_precision())
@@ -158,6 +171,9 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
                                                          cfg.data.image)
     issues, issue_families, summary["label_issues"] = audit_predictions(
         predictions, cfg, next(iter(per_head.values())), df=df)
+    pooled = pooled_conformal(predictions, cfg)
+    if pooled is not None:
+        summary["conformal"] = pooled
     summary.update(peak_rss_mb=round(peak_rss_mb(), 1), data=validation.to_dict(),
                    groups=grouping.to_dict(), folds_k=folds)
     files = ["config.yaml", "cv_metrics.json", "predictions.csv", FAMILIES_FILE, ISSUES_FILE,
@@ -180,15 +196,39 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
     return summary
 
 
+def pooled_conformal(predictions: pd.DataFrame, cfg: RunConfig) -> dict[str, Any] | None:
+    """``cv_metrics.json["conformal"]``: coverage and set sizes of the out-of-fold sets.
+
+    None when the folds made no prediction sets (``evaluation.conformal_alpha: null``).
+    """
+    alpha = cfg.evaluation.conformal_alpha
+    if alpha is None or "prediction_set" not in predictions.columns:
+        return None
+    classes = [c[len("prob_"):] for c in predictions.columns
+               if c.startswith("prob_") and not c.startswith("raw_prob_")]
+    index = {c: j for j, c in enumerate(classes)}
+    y = np.array([index[str(v)] for v in predictions[cfg.data.target]])
+    sets = parse_sets(predictions["prediction_set"].tolist(), classes)
+    subsets = (predictions["modalities"].fillna("").astype(str).to_numpy()
+               if "modalities" in predictions.columns else None)
+    return conformal_metrics(y, sets, classes, alpha, subsets)
+
+
 def _cv_hybrid_fold(
     clf: HybridClassifier, heads: list[str], train: pd.DataFrame, valid: pd.DataFrame,
     test: pd.DataFrame, run_dir: Path, fit_groups: np.ndarray, handling: str = "keep",
+    alpha: float | None = None,
 ) -> FoldResults:
     """Extract one fold's features once, then fit and score every head on them.
 
     ``fit_groups`` are the split groups of ``train`` then ``valid``; with ``handling``
     ``drop`` / ``downweight`` the label issues of the rows the head is fitted on are found
     once (with the configured head) and every head is fitted around them.
+
+    With ``alpha``, the first head's conformal sets are calibrated on the validation rows
+    (a trained extractor) or, where the frozen extractor holds no rows out, on the
+    grouped cross-validated probabilities of the head on its own training rows
+    (cross-conformal calibration; :func:`~medfuse.runs.cleaning.cross_validated_proba`).
     """
     t0 = time.perf_counter()
     # the frozen extractor learns nothing: its validation rows are training rows too
@@ -207,12 +247,24 @@ def _cv_hybrid_fold(
             clf.fit_head(X, y, head=h, head_params=params)
         else:
             fit_head_around(clf, X, y, found, head=h, head_params=params)
+        if alpha is not None and h == heads[0]:
+            if len(valid) and clf.extractor == "trained":
+                clf.fit_conformal(valid, alpha)
+            else:
+                oof = cross_validated_proba(clf, X, y, fit_groups[:len(y)], clf.seed)
+                clf.fit_conformal_proba(oof, y, alpha, clf.available_modalities(fit_rows))
+        elif alpha is not None:
+            clf.conformal_ = None  # sets belong to the first head only
+            clf._conformal_sets = None
         proba = clf.predict_proba_features(X_test)
+        sets = clf.prediction_sets(test, proba)
         metrics = classification_metrics(y_test, proba)
         metrics.update(fit_seconds=round(clf.fit_seconds_, 3),
                        feature_seconds=round(feature_seconds, 2),
                        train_seconds=round(clf.fit_seconds_ + feature_seconds, 2))
         if found is not None:
             metrics["label_issues_train"] = found.to_dict()
-        results[h] = (metrics, predictions_frame(clf, test, proba))
+        if sets is not None and alpha is not None:
+            metrics["conformal"] = conformal_metrics(y_test, sets, clf.classes_, alpha)
+        results[h] = (metrics, predictions_frame(clf, test, proba, sets=sets))
     return results

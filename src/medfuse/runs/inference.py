@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,12 @@ import pandas as pd
 from medfuse.config import DataSpec
 from medfuse.data import load_table
 from medfuse.estimators import keep_missing
+from medfuse.estimators.base import NO_CONFORMAL
 from medfuse.evaluation.evaluate import evaluate, modality_subsets, predictions_frame
 from medfuse.runs.files import SUBSETS_FILE, _write_csv, _write_json
 from medfuse.runs.models import load_model
+
+log = logging.getLogger(__name__)
 
 
 def _outside_ok(spec: DataSpec, allow: bool) -> DataSpec:
@@ -27,6 +31,8 @@ def evaluate_run(run: Path, table: Path, out: Path | None = None,
     ``allow_outside_paths`` accepts image paths outside the table's folder.
     """
     clf = load_model(run)
+    if clf.conformal_ is None:
+        log.warning("%s: %s", run, NO_CONFORMAL)
     spec = keep_missing(clf.spec) if clf.handles_missing else clf.spec
     df, validation = load_table(table, _outside_ok(spec, allow_outside_paths),
                                 check_images="exists", training=False)
@@ -51,6 +57,8 @@ def predict_run(run: Path, table: Path, out_csv: Path,
     models trained with ``modality_dropout > 0``).
     """
     clf = load_model(run)
+    if clf.conformal_ is None:
+        log.warning("%s: %s", run, NO_CONFORMAL)
     spec = _outside_ok(clf.input_spec(), allow_outside_paths)
     if without:
         from medfuse.data.table import read_table

@@ -14,6 +14,7 @@ from medfuse.io import atomic_write_text
 from medfuse.runs.cleaning import fit_around_issues
 from medfuse.runs.files import SUBSETS_FILE, _write_csv, _write_json, peak_rss_mb
 from medfuse.runs.models import estimator_from_config
+from medfuse.scoring.conformal import check_calibration_classes
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]:
     """Holdout train / valid / test run written to ``out``; returns the test metrics.
 
-    The temperature and threshold are fitted on the validation rows; the test rows
+    The temperature, threshold and conformal sets are fitted on the validation rows (the
+    temperature kept only where it lowers their cross-validated ECE); the test rows
     give ``metrics.json`` (with bootstrap CIs), ``predictions.csv`` and
     ``subgroups.json``; ``data_report.json`` describes the whole table; ``report.html``
     shows it all.
@@ -34,6 +36,10 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]
     log.info("split: %s", split.report.sizes)
     clf = estimator_from_config(cfg)
     valid = df.iloc[split.valid]
+    ev = cfg.evaluation
+    if ev.conformal_alpha is not None:  # fail before training, not after
+        check_calibration_classes(valid[cfg.data.target].tolist(),
+                                  df[cfg.data.target].dropna().tolist(), "the validation rows")
     found = None
     if cfg.train.label_issues == "keep":
         clf.fit(df.iloc[split.train], valid, run_dir=out, resume=resume)
@@ -43,9 +49,9 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]
                                   groups[split.train], out, resume)
     if not getattr(clf, "is_primary_", True):
         return {}  # another DDP process: the first one evaluates and writes the run directory
-    ev = cfg.evaluation
     clf.calibrate(valid, temperature=ev.calibrate, threshold=ev.threshold,
-                  value=ev.threshold_value)
+                  value=ev.threshold_value, conformal_alpha=ev.conformal_alpha,
+                  seed=cfg.train.seed)
     metrics, preds = evaluate(clf, df.iloc[split.test], bootstrap=ev.bootstrap,
                               seed=cfg.train.seed, subgroups=ev.subgroups,
                               bins=ev.subgroup_bins)

@@ -2,6 +2,8 @@
 
 * :func:`choose_threshold` -- fixed, Youden or minimum-sensitivity decision thresholds.
 * :class:`TemperatureScaler` -- one-parameter post-hoc calibration.
+* :func:`choose_temperature` -- that temperature, kept only where it lowers the
+  cross-validated ECE of the validation rows (calibration never silently hurts).
 
 Both are fitted on validation rows by the estimators (:mod:`medfuse.estimators.base`).
 
@@ -33,11 +35,16 @@ from medfuse.scoring.checks import (
     is_number,
     number_error,
 )
+from medfuse.scoring.metrics import expected_calibration_error
 
-__all__ = ["THRESHOLD_METHODS", "TemperatureScaler", "choose_threshold"]
+__all__ = ["MIN_CALIBRATION_ROWS", "THRESHOLD_METHODS", "TemperatureScaler",
+           "choose_temperature", "choose_threshold", "top_label_ece"]
 
 THRESHOLD_METHODS: tuple[str, ...] = ("fixed", "youden", "sensitivity")
 _PROBA_FLOOR = 1e-7
+#: fewer validation rows than this: a fitted temperature (or threshold) is a guess
+MIN_CALIBRATION_ROWS = 50
+CALIBRATION_FOLDS = 5
 
 
 def choose_threshold(
@@ -178,3 +185,85 @@ class TemperatureScaler:
         scaler = cls()
         scaler._temperature = float(t)  # type: ignore[arg-type]
         return scaler
+
+
+def top_label_ece(proba: ArrayLike, y_true: ArrayLike) -> float:
+    """Top-label expected calibration error (15 bins) of probabilities ``(n, n_classes)``."""
+    p = as_proba(proba)
+    y = as_labels(y_true, len(p), p.shape[1])
+    return expected_calibration_error(p.argmax(1) == y, p.max(1))
+
+
+def choose_temperature(proba: ArrayLike, y_true: ArrayLike, folds: int = CALIBRATION_FOLDS,
+                       seed: int = 0) -> dict[str, Any]:
+    """Fit a temperature on validation rows and keep it only if it helps out of sample.
+
+    The rows are split into ``folds`` stratified folds; each fold's probabilities are
+    scaled by the temperature fitted on the other folds, and the pooled, cross-validated
+    top-label ECE of those scaled probabilities is compared with the ECE of the raw ones
+    on the same rows. The temperature fitted on *all* rows is kept only where the
+    cross-validated ECE is lower; otherwise it is 1 (no calibration) and ``reason`` says
+    why -- so calibration never silently makes the probabilities worse.
+
+    Returns
+    -------
+    dict
+        ``temperature`` (1.0 when declined), ``fitted_temperature``, ``kept``, ``reason``,
+        ``valid_rows``, ``cv_ece_raw``, ``cv_ece_scaled`` and ``warning`` (a message when
+        there are fewer than :data:`MIN_CALIBRATION_ROWS` rows, else None).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 2, 300)
+    >>> p1 = 1 / (1 + np.exp(-4 * (2 * y - 1) * rng.uniform(0.2, 1.5, 300)))
+    >>> flip = rng.random(300) < 0.15                       # over-confident and wrong
+    >>> p1 = np.where(flip, 1 - p1, p1)
+    >>> choice = choose_temperature(np.c_[1 - p1, p1], y)
+    >>> choice["kept"], choice["temperature"] > 1
+    (True, True)
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    p = as_proba(proba)
+    y = as_labels(y_true, len(p), p.shape[1])
+    n = len(y)
+    counts = np.bincount(y, minlength=p.shape[1])
+    warning = None
+    if n < MIN_CALIBRATION_ROWS:
+        warning = (f"calibration: only {n} validation rows (fewer than "
+                   f"{MIN_CALIBRATION_ROWS}); the temperature and threshold they choose are "
+                   "noisy. Raise data.split.valid_size, or set evaluation.calibrate: false.")
+    out: dict[str, Any] = {"temperature": 1.0, "fitted_temperature": None, "kept": False,
+                           "valid_rows": int(n), "cv_ece_raw": None, "cv_ece_scaled": None,
+                           "warning": warning}
+    present = counts[counts > 0]
+    if len(present) < 2:
+        out["reason"] = "declined: the validation rows hold a single class"
+        return out
+    fitted = TemperatureScaler().fit(p, y).temperature_
+    out["fitted_temperature"] = round(float(fitted), 6)
+    k = int(min(folds, present.min()))
+    if k < 2:
+        out["reason"] = ("declined: too few validation rows of the smallest class "
+                         f"({int(present.min())}) to check the temperature out of sample")
+        return out
+    scaled = np.empty_like(p)
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for fit_idx, test_idx in splitter.split(np.zeros(n), y):
+        if len(np.unique(y[fit_idx])) < 2:
+            scaled[test_idx] = p[test_idx]
+            continue
+        scaler = TemperatureScaler().fit(p[fit_idx], y[fit_idx])
+        scaled[test_idx] = scaler.transform(p[test_idx])
+    raw_ece, cv_ece = top_label_ece(p, y), top_label_ece(scaled, y)
+    out.update(cv_ece_raw=round(raw_ece, 6), cv_ece_scaled=round(cv_ece, 6))
+    if cv_ece < raw_ece:
+        out.update(temperature=float(fitted), kept=True,
+                   reason=(f"kept: {k}-fold cross-validated ECE on the {n} validation rows "
+                           f"{cv_ece:.4f} with it, {raw_ece:.4f} without"))
+    else:
+        out["reason"] = (f"declined: T = {fitted:.3f} did not lower the {k}-fold "
+                         f"cross-validated ECE on the {n} validation rows ({cv_ece:.4f} with "
+                         f"it, {raw_ece:.4f} without); probabilities are left as trained")
+    return out

@@ -63,6 +63,16 @@ class ServedModel:
         with self.lock:
             return np.asarray(self.clf.predict_proba(df))
 
+    def prediction_sets(self, df: pd.DataFrame, proba: np.ndarray) -> np.ndarray | None:
+        """Conformal prediction sets of ``df`` from its probabilities ``proba`` (those of
+        either backend); None for a model without conformal calibration."""
+        with self.lock:
+            return self.clf.prediction_sets(df, proba)
+
+    def conformal_alpha(self) -> float | None:
+        state = self.clf.conformal_
+        return None if state is None else float(state["alpha"])
+
     def explain(self, df: pd.DataFrame) -> dict[str, Any]:
         with self.lock:
             return explain(self.clf, df, rows=[0])[0]

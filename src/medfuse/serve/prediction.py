@@ -1,5 +1,6 @@
 """Answering one prediction request: the upload written to a temporary file, the inputs
-validated, the model's probabilities and decision, gate weights, and with ``explain`` the
+validated, the model's probabilities and decision, its conformal prediction set (``abstain``
+when it is not a single class: "uncertain: refer"), gate weights, and with ``explain`` the
 explanation and a PNG of the image with its regions circled.
 """
 
@@ -16,6 +17,7 @@ from PIL import ImageDraw
 
 from medfuse.data.images import read_image
 from medfuse.errors import DataError
+from medfuse.estimators.base import NO_CONFORMAL
 from medfuse.serve.inputs import InputError, Inputs, problem
 from medfuse.serve.model import ServedModel
 from medfuse.serve.validation import validate_inputs
@@ -53,6 +55,15 @@ def predict_inputs(model: ServedModel, inputs: Inputs, explain: bool,
             "warnings": warnings,
             "backend": model.backend,
         }
+        sets = model.prediction_sets(df, proba)
+        if sets is None:
+            out.update(prediction_set=None, abstain=None, conformal_alpha=None)
+            out["warnings"].append(NO_CONFORMAL)
+        else:
+            out.update(prediction_set=[c for c, keep in zip(classes, sets[0], strict=True)
+                                       if keep],
+                       abstain=bool(sets[0].sum() != 1),
+                       conformal_alpha=model.conformal_alpha())
         gates = model.gate_weights(df)
         if gates is not None:
             out["gates"] = gates

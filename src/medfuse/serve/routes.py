@@ -20,24 +20,40 @@ from medfuse.serve.prediction import predict_inputs
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def predict_openapi(spec: DataSpec) -> dict[str, Any]:
-    """The OpenAPI request body of ``POST /api/predict``: a form with one field per column
-    of ``spec``, or JSON."""
+def predict_openapi(spec: DataSpec, optional: bool = False) -> dict[str, Any]:
+    """The OpenAPI request body of ``POST /api/predict``: a form or a JSON object with one
+    field per column of ``spec`` (the image and text columns also by their aliases
+    ``image`` / ``image_base64`` and ``text``). ``optional``: no input is required (a model
+    that predicts without a modality)."""
+    tabular = {c: {"type": "number" if k == "continuous" else "string",
+                   "description": f"the '{c}' column ({k})"} for c, k in spec.tabular.items()}
+    form: dict[str, Any] = dict(tabular)
+    body: dict[str, Any] = dict(tabular)
+    required = [] if optional else list(spec.tabular)
+    if spec.image:
+        form[spec.image] = {"type": "string", "format": "binary",
+                            "description": f"the '{spec.image}' column: a PNG, JPEG or "
+                            "DICOM file (alias: image)"}
+        body[spec.image] = {"type": "string", "format": "byte",
+                            "description": f"the '{spec.image}' column: the image file, "
+                            "base64 (alias: image_base64)"}
+        required.append(spec.image)
+    if spec.text:
+        for schema in (form, body):
+            schema[spec.text] = {"type": "string",
+                                 "description": f"the '{spec.text}' column (alias: text)"}
+        required.append(spec.text)
+    body["tabular"] = {"type": "object", "description": "the tabular columns, nested "
+                       "(alternative to giving them at the top level)"}
+    req = {"required": required} if required else {}
     return {
         "requestBody": {
             "required": True,
             "content": {
-                "multipart/form-data": {"schema": {"type": "object", "properties": {
-                    "image": {"type": "string", "format": "binary"},
-                    "text": {"type": "string"},
-                    **{c: {"type": "number" if k == "continuous" else "string"}
-                       for c, k in spec.tabular.items()},
-                }}},
-                "application/json": {"schema": {"type": "object", "properties": {
-                    "image_base64": {"type": "string"},
-                    "tabular": {"type": "object"},
-                    "text": {"type": "string"},
-                }}},
+                "multipart/form-data": {"schema": {"type": "object", "properties": form,
+                                                   **req}},
+                "application/json": {"schema": {"type": "object", "properties": body,
+                                                **req}},
             },
         }
     }
@@ -62,18 +78,20 @@ def build_router(model: ServedModel, audit: AuditLog, *, limit: int, max_pixels:
             "categories": model.categories,
             "threshold": float(model.clf.threshold_),
             "temperature": float(model.clf.temperature_),
+            "conformal_alpha": model.conformal_alpha(),
             "backend": model.backend,
             "handles_missing": model.clf.handles_missing,
             "metrics": metrics,
             "card": model.card(metrics),
         }
 
-    @router.post("/api/predict", openapi_extra=predict_openapi(model.spec))
+    @router.post("/api/predict", openapi_extra=predict_openapi(
+        model.spec, optional=model.clf.handles_missing))
     async def predict(request: Request) -> JSONResponse:
         t0 = time.perf_counter()
         explain = request.query_params.get("explain", "").lower() in _TRUE
         body = await read_body(request, limit)
-        inputs = await parse_inputs(request, body)
+        inputs = await parse_inputs(request, body, model.spec)
         result = await run_in_threadpool(predict_inputs, model, inputs, explain, max_pixels)
         latency = (time.perf_counter() - t0) * 1000.0
         result["latency_ms"] = round(latency, 2)

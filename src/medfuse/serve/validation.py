@@ -100,8 +100,9 @@ def validate_inputs(model: ServedModel, inputs: Inputs, image_path: Path | None,
         if inputs.text is None and optional:
             row[spec.text] = ""
         elif inputs.text is None:
-            problems.append(problem("text", f"field 'text' (the '{spec.text}' column) is "
-                                    "required; send an empty string if there is no text"))
+            problems.append(problem(spec.text, f"field '{spec.text}' (the text column; alias "
+                                    "'text') is required; send an empty string if there is "
+                                    "no text"))
         else:
             row[spec.text] = inputs.text
     if problems:
@@ -127,8 +128,8 @@ def _image(row: dict[str, Any], column: str, inputs: Inputs, path: Path | None,
         row[column] = ""  # predicted from the other modalities
         return []
     if inputs.image is None or path is None:
-        return [problem("image", "field 'image' is required: upload a PNG, "
-                        "JPEG or DICOM file (or send image_base64)")]
+        return [problem(column, f"field '{column}' (the image column; alias 'image') is "
+                        "required: upload a PNG, JPEG or DICOM file (in JSON: its base64)")]
     if not inputs.image:
         return [problem("image", "the uploaded image is empty (0 bytes): "
                         "choose the file again")]

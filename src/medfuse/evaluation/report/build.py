@@ -38,6 +38,7 @@ from medfuse.evaluation.report.sections import (
     summary_section,
     training_section,
 )
+from medfuse.evaluation.report.uncertainty import conformal_section
 from medfuse.io import RunDirError, atomic_write_text
 
 __all__ = ["NOT_AVAILABLE", "SECTIONS", "build_cv_report", "build_report", "environment"]
@@ -48,6 +49,7 @@ SECTIONS: dict[str, str] = {
     "training": "Training",
     "performance": "Performance",
     "calibration": "Calibration",
+    "uncertainty": "Uncertainty",
     "subgroups": "Subgroups",
     "ablation": "Ablation",
     "modality-subsets": "Missing modalities",
@@ -130,6 +132,7 @@ def build_report(run: Path, out: Path | None = None) -> Path:
         ("training", training_section(run, metrics, config_text, config_problem, plots)),
         ("performance", performance_section(preds, plots)),
         ("calibration", calibration_section(metrics, preds, plots)),
+        ("uncertainty", conformal_section(metrics.get("conformal"), plots)),
         ("subgroups", subgroups_section(subgroups, subgroups_problem)),
     ]
     if isinstance(ablation, dict):
@@ -172,6 +175,8 @@ def build_cv_report(run: Path, out: Path | None = None) -> Path:
     plots = _Plots(run / "plots")
     contexts = [
         ("cv-summary", cv_summary_section(metrics)),
+        ("uncertainty", conformal_section(metrics.get("conformal"), plots,
+                                          scope="out-of-fold rows")),
         ("error-families", error_families_section(run, metrics)),
         ("label-audit", label_audit_section(run, metrics.get("label_issues"), plots)),
     ]

@@ -42,6 +42,10 @@ def _subgroups_text(subgroups: Any) -> str:
 
 def _calibration_text(metrics: Mapping[str, Any]) -> str:
     calibration = metrics.get("calibration")
+    if isinstance(calibration, Mapping) and calibration.get("kept") is False:
+        return (f"temperature scaling {calibration.get('reason', 'declined')}; test ECE "
+                f"{fmt(metrics.get('ece'))}. Treat the probabilities as scores, not as "
+                "calibrated risks.")
     if isinstance(calibration, Mapping):
         return (f"temperature scaling (T = {fmt(calibration.get('temperature'))}) changed "
                 f"the ECE from {fmt(calibration.get('ece_before'))} to "

@@ -185,11 +185,15 @@ def calibration_section(metrics: Mapping[str, Any], preds: _Predictions,
         if metrics.get(key) is not None:
             facts[key] = metrics[key]
     calibration = metrics.get("calibration")
+    decision = None
     if isinstance(calibration, Mapping):
-        facts.update({f"calibration: {k}": v for k, v in calibration.items()})
+        facts.update({f"calibration: {k}": v for k, v in calibration.items()
+                      if k not in ("reason", "warning")})
+        decision = {"reason": calibration.get("reason"), "warning": calibration.get("warning"),
+                    "kept": calibration.get("kept")}
     mask = preds.labelled
     if preds.truth is None or not mask.any():
-        return {"facts": facts, "figure": None}
+        return {"facts": facts, "figure": None, "decision": decision}
     truth = preds.truth[mask].to_numpy()
     classes = np.asarray(preds.classes)
     after = preds.proba[mask]
@@ -207,4 +211,4 @@ def calibration_section(metrics: Mapping[str, Any], preds: _Predictions,
     figure = plots.add("reliability", png, "Reliability diagram", caption + (
         ": confidence = highest class probability, observed = share of correct predictions; "
         f"{REPORT_ECE_BINS} equal-width bins, as the ece of metrics.json."))
-    return {"facts": facts, "figure": figure}
+    return {"facts": facts, "figure": figure, "decision": decision}
