@@ -236,3 +236,13 @@ def test_a_cv_interrupted_before_label_issues_existed_still_resumes() -> None:
     dropping = _tabular_cfg(Path("t.csv"), "hybrid", "drop")
     assert _fold_key(dropping, 3, ["lr"], np.array([1, 2])) != _fold_key(cfg, 3, ["lr"],
                                                                           np.array([1, 2]))
+
+
+def test_montage_of_rows_without_an_image() -> None:
+    from medfuse.evaluation.label_audit import plot_montage
+
+    table = pd.DataFrame({"image": [float("nan"), ""], "is_issue": [True, True], "row": [0, 1],
+                          "label": ["0", "1"], "suggested_label": ["1", "0"],
+                          "quality": [0.1, 0.2]})
+    png = plot_montage(table)
+    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -117,6 +117,40 @@ def test_predict_multipart(client: httpx.Client, tiny_dir: Path) -> None:
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
     assert body["probability"] == pytest.approx(body["probabilities"]["malignant"])
     assert body["decision"] in {"benign", "malignant"} and body["warnings"] == []
+    # the conformal prediction set of the request, and whether to refer it
+    assert set(body["prediction_set"]) <= {"benign", "malignant"}
+    assert body["abstain"] == (len(body["prediction_set"]) != 1)
+    assert body["conformal_alpha"] == 0.1
+
+
+def test_inputs_go_by_their_column_names(client: httpx.Client, tiny_dir: Path) -> None:
+    img = base64.b64encode(image_bytes(tiny_dir)).decode()
+    # JSON: every input under its column name at the top level, as in data.csv
+    by_column = client.post("/api/predict", json={"image": img, "age": 41, "sex": "female",
+                                                  "note": SECRET_TEXT})
+    assert by_column.status_code == 200, by_column.text
+    alias = client.post("/api/predict", json={"image_base64": img, "text": SECRET_TEXT,
+                                              "tabular": {"age": 41, "sex": "female"}})
+    assert alias.status_code == 200, alias.text
+    assert by_column.json()["probabilities"] == alias.json()["probabilities"]
+    # a form, with the text under its column name
+    form = client.post("/api/predict", files={"image": ("a.png", image_bytes(tiny_dir),
+                                                        "image/png")},
+                       data={"age": "41", "sex": "female", "note": SECRET_TEXT})
+    assert form.status_code == 200, form.text
+    assert form.json()["probabilities"] == pytest.approx(alias.json()["probabilities"])
+    both = client.post("/api/predict", json={"image": img, "age": 41, "sex": "female",
+                                             "note": "a", "text": "b"})
+    assert both.status_code == 422 and "'text' and 'note' are the same input" in both.text
+    missing = client.post("/api/predict", json={"image": img, "age": 41, "sex": "female"})
+    assert missing.status_code == 422
+    assert missing.json()["detail"][0]["field"] == "note" and "alias 'text'" in missing.text
+    schema = client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]["requestBody"]
+    for ctype in ("multipart/form-data", "application/json"):
+        props = schema["content"][ctype]["schema"]["properties"]
+        assert {"image", "age", "sex", "note"} <= set(props), ctype
+        assert set(schema["content"][ctype]["schema"]["required"]) == {"image", "age", "sex",
+                                                                       "note"}
 
 
 def test_predict_json_with_explanation_matches_the_model(
@@ -237,9 +271,13 @@ def test_onnx_export_matches_pytorch(run_dir: Path, tiny_dir: Path, tmp_path: Pa
     df = pd.read_csv(tiny_dir / "data.csv")
     df["image"] = [str(tiny_dir / p) for p in df["image"]]
     clf = load_model(run_dir)
-    onnx_proba = OnnxPredictor(run_dir, path=path, clf=clf).predict_proba(df)
+    onnx = OnnxPredictor(run_dir, path=path, clf=clf)
+    onnx_proba = onnx.predict_proba(df)
     np.testing.assert_allclose(onnx_proba, clf.predict_proba(df), atol=1e-4)
     assert onnx_proba.shape == (len(df), 2)
+    # the same conformal sets from either backend (up to probabilities within 1e-4 of a cut)
+    sets, ref = onnx.prediction_sets(df), clf.prediction_sets(df)
+    assert sets is not None and ref is not None and (sets == ref).mean() >= 0.95
 
 
 def test_onnx_export_of_a_tf_same_padding_backbone(tiny_dir: Path, tmp_path: Path) -> None:
@@ -301,6 +339,9 @@ def test_web_page_in_chromium(server: str, tiny_dir: Path, tmp_path: Path,
     page.click("#submit")
     page.wait_for_selector("#probability", timeout=60_000)
     page.wait_for_selector("#overlay", timeout=60_000)
+    # the conformal set, said plainly: "Uncertain: refer" when it is not one class
+    shown = page.query_selector("#refer") or page.query_selector("#prediction-set")
+    assert shown is not None and "prediction set" in shown.inner_text()
     assert "%" in page.inner_text("#probability")
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     assert (tmp_path / "page.png").stat().st_size > 0

@@ -192,3 +192,9 @@ class OnnxPredictor:
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
         """Calibrated class probabilities, as ``clf.predict_proba(df)``."""
         return np.asarray(self.clf.scale(self.raw_proba(df)))
+
+    def prediction_sets(self, df: pd.DataFrame) -> np.ndarray | None:
+        """Conformal prediction sets from the ONNX probabilities, as
+        ``clf.prediction_sets(df)``; None for a model without conformal calibration."""
+        sets = self.clf.prediction_sets(df, self.predict_proba(df))
+        return None if sets is None else np.asarray(sets)

@@ -175,5 +175,7 @@ def demo(
     console.print("training a fused image + tabular + text model on synth-derm ...")
     metrics = train_run(cfg, out)
     console.print(f"test: {headline(metrics)}")
+    for line in uncertainty_lines(metrics):
+        console.print(line)
     console.print(f"run directory (metrics.json, predictions.csv, model): [bold]{out}[/]")
     console.print(f"report: [bold]{out / 'report.html'}[/]")

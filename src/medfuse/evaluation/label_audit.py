@@ -167,12 +167,16 @@ def plot_montage(table: pd.DataFrame, n: int = 16, columns: int = 4,
     for k, (_, r) in enumerate(top.iterrows()):
         ax = fig.add_subplot(rows, columns, k + 1)
         ax.set_axis_off()
-        try:
-            with Image.open(r["image"]) as im:
-                im.thumbnail((256, 256))
-                ax.imshow(np.asarray(im.convert("RGB")))
-        except (OSError, ValueError):
-            ax.text(0.5, 0.5, "image not found", ha="center", va="center")
+        path = r["image"]
+        if not isinstance(path, str) or not path.strip():  # a row without an image
+            ax.text(0.5, 0.5, "no image in this row", ha="center", va="center")
+        else:
+            try:
+                with Image.open(path) as im:
+                    im.thumbnail((256, 256))
+                    ax.imshow(np.asarray(im.convert("RGB")))
+            except (OSError, ValueError):
+                ax.text(0.5, 0.5, "image not found", ha="center", va="center")
         ax.set_title(f"row {r['row']}: {r['label']} -> {r['suggested_label']}\n"
                      f"quality {r['quality']:.3f}", fontsize=8)
     fig.tight_layout()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,6 +21,7 @@ from medfuse.data.splits import carve, group_labels
 from medfuse.distributed import is_primary
 from medfuse.errors import ConfigError, check_option
 from medfuse.estimators import FusionClassifier
+from medfuse.estimators.base import CalibrationWarning
 from medfuse.estimators.hybrid import HEADS, HybridClassifier
 from medfuse.evaluation.evaluate import evaluate, predictions_frame
 from medfuse.evaluation.families import error_families
@@ -44,7 +46,7 @@ from medfuse.runs.folds import (
     _start_fold,
 )
 from medfuse.runs.models import estimator_from_config
-from medfuse.scoring.conformal import check_calibration_classes, conformal_metrics, parse_sets
+from medfuse.scoring.conformal import conformal_metrics, missing_classes_problem, parse_sets
 from medfuse.scoring.metrics import classification_metrics, summarize_folds
 
 log = logging.getLogger(__name__)
@@ -123,10 +125,13 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
             train_df, valid_df = df.iloc[train_idx[rest]], df.iloc[train_idx[held]]
             test_df = df.iloc[test_idx]
             alpha = cfg.evaluation.conformal_alpha
-            if alpha is not None and len(held):  # fail before training, not after
-                check_calibration_classes(valid_df[cfg.data.target].tolist(),
-                                          df.iloc[train_idx][cfg.data.target].tolist(),
-                                          f"fold {i}'s validation rows")
+            problem = None if alpha is None or not len(held) else missing_classes_problem(
+                valid_df[cfg.data.target].tolist(),
+                df.iloc[train_idx][cfg.data.target].tolist(), f"fold {i}'s validation rows")
+            if problem:  # one fold's small validation split does not stop the others
+                warnings.warn(f"{problem} Fold {i} makes no prediction sets.",
+                              CalibrationWarning, stacklevel=2)
+                alpha = None
             _start_fold(fold_dir, key)
             clf = estimator_from_config(cfg)
             fit_groups = groups[train_idx[np.r_[rest, held]]]
@@ -171,7 +176,7 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
                                                          cfg.data.image)
     issues, issue_families, summary["label_issues"] = audit_predictions(
         predictions, cfg, next(iter(per_head.values())), df=df)
-    pooled = pooled_conformal(predictions, cfg)
+    pooled = pooled_conformal(predictions, cfg, next(iter(per_head.values())))
     if pooled is not None:
         summary["conformal"] = pooled
     summary.update(peak_rss_mb=round(peak_rss_mb(), 1), data=validation.to_dict(),
@@ -196,14 +201,20 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
     return summary
 
 
-def pooled_conformal(predictions: pd.DataFrame, cfg: RunConfig) -> dict[str, Any] | None:
+def pooled_conformal(predictions: pd.DataFrame, cfg: RunConfig,
+                     folds: list[dict[str, Any]]) -> dict[str, Any] | None:
     """``cv_metrics.json["conformal"]``: coverage and set sizes of the out-of-fold sets.
 
-    None when the folds made no prediction sets (``evaluation.conformal_alpha: null``).
+    Pooled over the folds that made sets (``folds_without_sets`` lists the others: a
+    validation split without some class); None when none did
+    (``evaluation.conformal_alpha: null``).
     """
     alpha = cfg.evaluation.conformal_alpha
-    if alpha is None or "prediction_set" not in predictions.columns:
+    with_sets = [f["fold"] for f in folds if f.get("conformal")]
+    if alpha is None or "prediction_set" not in predictions.columns or not with_sets:
         return None
+    without = sorted(f["fold"] for f in folds if not f.get("conformal"))
+    predictions = predictions[predictions["fold"].astype(int).isin(with_sets)]
     classes = [c[len("prob_"):] for c in predictions.columns
                if c.startswith("prob_") and not c.startswith("raw_prob_")]
     index = {c: j for j, c in enumerate(classes)}
@@ -211,7 +222,9 @@ def pooled_conformal(predictions: pd.DataFrame, cfg: RunConfig) -> dict[str, Any
     sets = parse_sets(predictions["prediction_set"].tolist(), classes)
     subsets = (predictions["modalities"].fillna("").astype(str).to_numpy()
                if "modalities" in predictions.columns else None)
-    return conformal_metrics(y, sets, classes, alpha, subsets)
+    out = conformal_metrics(y, sets, classes, alpha, subsets)
+    out["folds_without_sets"] = without
+    return out
 
 
 def _cv_hybrid_fold(

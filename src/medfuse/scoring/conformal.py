@@ -52,6 +52,7 @@ __all__ = [
     "conformal_metrics",
     "format_sets",
     "min_rows",
+    "missing_classes_problem",
     "parse_sets",
 ]
 
@@ -84,15 +85,22 @@ def check_calibration_classes(valid_labels: Sequence[object], all_labels: Sequen
     ...
     medfuse.errors.DataError: conformal calibration: the validation rows hold no row of ...
     """
+    problem = missing_classes_problem(valid_labels, all_labels, where)
+    if problem:
+        raise DataError(problem)
+
+
+def missing_classes_problem(valid_labels: Sequence[object], all_labels: Sequence[object],
+                            where: str = "the validation rows") -> str | None:
+    """The message of :func:`check_calibration_classes`, or None when every class is there."""
     have = {str(v) for v in valid_labels}
     absent = sorted({str(v) for v in all_labels} - have)
-    if absent:
-        raise DataError(
-            f"conformal calibration: {where} hold no row of class {absent} "
+    if not absent:
+        return None
+    return (f"conformal calibration: {where} hold no row of class {absent} "
             f"({len(valid_labels)} rows); class-conditional prediction sets need every class "
             "there. Raise data.split.valid_size, or set evaluation.conformal_alpha: null to "
-            "turn conformal sets off."
-        )
+            "turn conformal sets off.")
 
 
 def min_rows(alpha: float) -> int:
