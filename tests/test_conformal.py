@@ -245,6 +245,11 @@ def test_train_and_predict_write_sets_and_say_what_they_cover(
     assert res.returncode == 0, res.stderr
     assert "abstain" in pd.read_csv(tmp_path / "p.csv").columns
     assert "rows abstain" in res.stdout
+    res = run_cli("evaluate", str(tmp_path / "r"), "--data", str(tiny_dir / "data.csv"),
+                  "--out", str(tmp_path / "ev"))
+    assert res.returncode == 0, res.stderr
+    assert "conformal sets (alpha 0.1)" in " ".join(res.stdout.split())
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["conformal"]["n"] == 25
     # an alpha out of range is refused before anything trains, naming the key
     res = run_cli("train", str(tiny_config), "--out", str(tmp_path / "bad"),
                   "--set", "evaluation.conformal_alpha=1.5")
@@ -292,3 +297,31 @@ def test_hybrid_cv_calibrates_its_frozen_head_by_cross_validation(tiny_config: P
     summary = json.loads((tmp_path / "h" / "cv_metrics.json").read_text())
     assert summary["conformal"]["n"] == 25
     assert "prediction_set" in pd.read_csv(tmp_path / "h" / "predictions.csv").columns
+
+
+@pytest.mark.parametrize("kind", ["fused", "hybrid"])
+def test_multi_class_sets_for_fused_and_hybrid_models(tiny_dir: Path, tmp_path: Path,
+                                                      kind: str) -> None:
+    from medfuse.estimators.hybrid import HybridClassifier
+
+    raw = pd.read_csv(tiny_dir / "data.csv")
+    raw["grade"] = [("low", "mid", "high")[i % 3] for i in range(len(raw))]
+    raw["image"] = [str(tiny_dir / p) for p in raw["image"]]
+    raw.to_csv(tmp_path / "graded.csv", index=False)
+    spec = DataSpec.model_validate({"target": "grade", "group": "patient", **ALL,
+                                    "allow_outside_paths": True})
+    df, _ = load_table(tmp_path / "graded.csv", spec)
+    if kind == "fused":
+        clf: object = FusionClassifier(spec, seed=0, **FAST).fit(df.iloc[:16], df.iloc[16:])
+    else:
+        clf = HybridClassifier(spec, head="lr", cache_dir=str(tmp_path / "c"),
+                               image_backbone="small_cnn", pretrained="none", image_size=32,
+                               min_token_freq=1).fit(df.iloc[:16])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        clf.calibrate(df.iloc[16:], conformal_alpha=0.3)  # type: ignore[attr-defined]
+    metrics, preds = evaluate(clf, df)  # type: ignore[arg-type]
+    assert set(metrics["conformal"]["class_coverage"]) == {"high", "low", "mid"}
+    parsed = parse_sets(preds["prediction_set"].tolist(), clf.classes_)  # type: ignore[attr-defined]
+    assert parsed.shape == (len(df), 3)
+    assert (preds["abstain"] == (parsed.sum(1) != 1)).all()
