@@ -230,9 +230,14 @@ def test_a_cv_interrupted_before_label_issues_existed_still_resumes() -> None:
     cfg = _tabular_cfg(Path("t.csv"), "hybrid", "keep")
     before = cfg.model_dump(mode="json")
     del before["train"]["label_issues"]  # the config as the previous release wrote it
+    del before["evaluation"]["conformal_alpha"]  # (newer still: conformal sets)
     blob = json.dumps({"config": yaml.safe_dump(before, sort_keys=False), "folds": 3,
                        "heads": ["lr"], "test_rows": [1, 2]}, sort_keys=True)
     assert _fold_key(cfg, 3, ["lr"], np.array([1, 2])) == hashlib.sha256(blob.encode()).hexdigest()
+    other_alpha = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(
+        update={"conformal_alpha": 0.2})})
+    assert _fold_key(other_alpha, 3, ["lr"], np.array([1, 2])) != _fold_key(
+        cfg, 3, ["lr"], np.array([1, 2]))
     dropping = _tabular_cfg(Path("t.csv"), "hybrid", "drop")
     assert _fold_key(dropping, 3, ["lr"], np.array([1, 2])) != _fold_key(cfg, 3, ["lr"],
                                                                           np.array([1, 2]))

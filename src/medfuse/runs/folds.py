@@ -30,7 +30,7 @@ FoldResults = dict[str, tuple[dict[str, Any], pd.DataFrame]]
 
 
 #: ``(section, key, default)`` of config keys newer than the fold keys on disk
-LATER_KEYS = (("train", "label_issues", "keep"),)
+LATER_KEYS = (("train", "label_issues", "keep"), ("evaluation", "conformal_alpha", 0.1))
 
 
 def _fold_key(cfg: RunConfig, folds: int, heads: list[str], test_idx: np.ndarray) -> str:
