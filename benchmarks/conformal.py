@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from label_noise import as_user_table  # benchmarks/ is on sys.path when run as a script
 
 from medfuse.config import RunConfig, load_config
 from medfuse.data import load_data
@@ -90,12 +91,7 @@ def run_synth_missing(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = args.out / "synth_derm_missing"
     out_dir.mkdir(parents=True, exist_ok=True)
     blanked, _ = blank_modalities(df, cfg, args.seed)
-    table = out_dir / "missing.csv"
-    blanked.to_csv(table, index=False)
-    data = cfg.data.model_copy(update={"dataset": None, "dataset_options": {}, "table": table,
-                                       "allow_outside_paths": True})  # the generated images
-    cfg = cfg.model_copy(update={"data": data})
-    (out_dir / "missing.yaml").write_text(cfg.to_yaml())
+    cfg = as_user_table(cfg, blanked, out_dir, "missing")
     t0 = time.perf_counter()
     summary = cv_run(cfg, args.folds, out_dir / "cv")
     out = {"cv_seconds": round(time.perf_counter() - t0, 1), "rows": len(df),

@@ -62,17 +62,24 @@ def score(out: Path, flipped: np.ndarray, seconds: float, summary: dict[str, Any
     }
 
 
+def as_user_table(cfg: RunConfig, frame: pd.DataFrame, out: Path, stem: str) -> RunConfig:
+    """``frame`` written to ``out/<stem>.csv`` with the config a user would write for it
+    (``out/<stem>.yaml``), as the generic CSV path reads it; returns that config."""
+    table = out / f"{stem}.csv"
+    frame.to_csv(table, index=False)
+    data = cfg.data.model_copy(update={"dataset": None, "dataset_options": {}, "table": table,
+                                       "allow_outside_paths": True})  # the generated images
+    cfg = cfg.model_copy(update={"data": data})
+    (out / f"{stem}.yaml").write_text(cfg.to_yaml())
+    return cfg
+
+
 def run_table(name: str, cfg: RunConfig, df: pd.DataFrame, args: argparse.Namespace
               ) -> dict[str, Any]:
     out = args.out / name
     out.mkdir(parents=True, exist_ok=True)
     noisy, flipped = flip_labels(df[cfg.data.target], args.flip, args.seed)
-    table = out / "noisy.csv"
-    df.assign(**{cfg.data.target: noisy}).to_csv(table, index=False)
-    data = cfg.data.model_copy(update={"dataset": None, "dataset_options": {}, "table": table,
-                                       "allow_outside_paths": True})  # the generated images
-    cfg = cfg.model_copy(update={"data": data})
-    (out / "noisy.yaml").write_text(cfg.to_yaml())
+    cfg = as_user_table(cfg, df.assign(**{cfg.data.target: noisy}), out, "noisy")
     t0 = time.perf_counter()
     summary = cv_run(cfg, args.folds, out / "cv")
     result = score(out / "cv", flipped, time.perf_counter() - t0, summary)
