@@ -11,6 +11,7 @@ from medfuse.config.base import Spec
 
 ColumnType = Literal["continuous", "categorical"]
 Modality = Literal["image", "tabular", "text"]
+MULTILABEL_SEP = "|"  # joins the labels of a row given as data.targets columns
 
 
 class DataPolicy(Spec):
@@ -81,6 +82,14 @@ class DataSpec(Spec):
     tabular: dict[str, ColumnType] = Field(default_factory=dict)
     text: str | None = None
     target: str = "label"
+    targets: list[str] | None = Field(
+        None, description="multi-label: one 0/1 column per label (finding); the labels of a "
+        "row, joined by '|', go to the column named by data.target (default 'labels')"
+    )
+    label_sep: str | None = Field(
+        None, description="multi-label: data.target holds a row's labels joined by this "
+        "separator, e.g. 'Lung|Opacity'; an empty cell means none of the labels"
+    )
     group: str | None = None
     positive: str | None = Field(
         None, description="positive class label; default: the last class in sorted order"
@@ -101,6 +110,7 @@ class DataSpec(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> DataSpec:
+        self._check_multilabel()
         if (self.image_template or self.hair_removal) and not self.image:
             raise ValueError("image_template and hair_removal need an image column (data.image)")
         if not (self.image or self.tabular or self.text):
@@ -113,6 +123,42 @@ class DataSpec(Spec):
                 raise ValueError(f"column '{col}' is used both as {used[col]} and as {role}")
             used.setdefault(col, role)
         return self
+
+    def _check_multilabel(self) -> None:
+        if self.targets is not None:
+            if not self.targets:
+                raise ValueError("data.targets is an empty list: list one 0/1 column per "
+                                 "label, or use data.target for a single label column")
+            if self.label_sep is not None:
+                raise ValueError("set either data.targets (one 0/1 column per label) or "
+                                 "data.label_sep (one column of joined labels), not both")
+            repeated = sorted({c for c in self.targets if self.targets.count(c) > 1})
+            if repeated:
+                raise ValueError(f"data.targets lists {repeated} more than once")
+            bad = [c for c in self.targets if MULTILABEL_SEP in c]
+            if bad:
+                raise ValueError(f"data.targets column(s) {bad} contain "
+                                 f"'{MULTILABEL_SEP}', which joins labels; rename them")
+            if "target" not in self.model_fields_set:
+                object.__setattr__(self, "target", "labels")
+            if self.target in self.targets:
+                raise ValueError(f"data.target='{self.target}' names the column the joined "
+                                 "labels are written to; it must not be one of data.targets")
+        if self.label_sep is not None and not self.label_sep.strip():
+            raise ValueError("data.label_sep must be a visible separator such as '|' or ';'")
+        if self.multilabel and self.positive is not None:
+            raise ValueError("data.positive has no meaning for a multi-label target (every "
+                             "label is its own positive class); remove it")
+
+    @property
+    def multilabel(self) -> bool:
+        """True for several labels per row (``targets`` or ``label_sep``)."""
+        return self.targets is not None or self.label_sep is not None
+
+    @property
+    def separator(self) -> str:
+        """What joins a row's labels in the ``target`` column."""
+        return self.label_sep or MULTILABEL_SEP
 
     @property
     def modalities(self) -> list[str]:
@@ -136,7 +182,8 @@ class DataSpec(Spec):
 
     def columns(self) -> dict[str, str]:
         """Map role -> column name for every column the spec uses."""
-        roles: dict[str, str] = {"target": self.target}
+        roles: dict[str, str] = (
+            {f"target:{c}": c for c in self.targets} if self.targets else {"target": self.target})
         if self.image:
             roles["image"] = self.image
         if self.text:

@@ -28,7 +28,21 @@ import pandas as pd
 
 from medfuse.config import DataSpec
 from medfuse.data.images import read_image
-from medfuse.errors import DataProblem, DataValidationError, ImageDecodeError, did_you_mean
+from medfuse.data.labels import (
+    binary_column_problems,
+    check_label_counts,
+    join_label_columns,
+    label_names,
+    multi_hot,
+    separator_problem,
+)
+from medfuse.errors import (
+    DataError,
+    DataProblem,
+    DataValidationError,
+    ImageDecodeError,
+    did_you_mean,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +87,7 @@ class ValidationReport:
 def _missing_columns(df: pd.DataFrame, spec: DataSpec, table: str, require_target: bool) -> None:
     problems = []
     for role, col in spec.columns().items():
-        if col in df.columns or (role == "target" and not require_target):
+        if col in df.columns or (role.startswith("target") and not require_target):
             continue
         hint = did_you_mean(col, df.columns)
         problems.append(
@@ -249,8 +263,10 @@ def validate_table(
     _missing_columns(df, spec, table, require_target)
     clean = df.copy()
     problems: list[DataProblem] = []
+    if spec.targets and all(c in clean.columns for c in spec.targets):
+        _join_targets(clean, spec, table, problems)
     has_target = spec.target in clean.columns
-    if has_target:
+    if has_target and spec.label_sep is None and not spec.targets:  # empty = no label
         missing = clean[spec.target].isna() | (clean[spec.target].astype(str).str.strip() == "")
         for i in np.flatnonzero(missing.to_numpy()):
             problems.append(
@@ -272,20 +288,20 @@ def validate_table(
             groups[groups.isna()] = [f"<row {i}>" for i in np.flatnonzero(groups.isna())]
         clean[spec.group] = groups
 
-    policy = {**spec.policy.model_dump(), "outside_path": "error"}  # never dropped silently
+    # never dropped silently
+    policy = {**spec.policy.model_dump(), "outside_path": "error", "bad_label": "error"}
     errors = [p for p in problems if policy[p.kind] == "error"]
     if errors:
-        kinds = sorted({p.kind for p in errors} - {"outside_path"})
+        kinds = sorted({p.kind for p in errors} - {"outside_path", "bad_label"})
         options = {k: [o for o in ("drop", "keep") if _allowed(k, o)] for k in kinds}
         fixes = [f"data.policy.{k}={'|'.join(v)}" for k, v in options.items()]
         if any(p.kind == "outside_path" for p in errors):
             fixes.insert(0, "data.allow_outside_paths=true (only for a table you trust; "
                          "predict / evaluate / explain: --allow-outside-paths)")
-        example = fixes[0].split(" ")[0]
-        raise DataValidationError(
-            table, errors,
-            hint=f"Fix the rows above, or set {'; '.join(fixes)} (e.g. --set {example})",
-        )
+        hint = "Fix the rows above"
+        if fixes:
+            hint += f", or set {'; '.join(fixes)} (e.g. --set {fixes[0].split(' ')[0]})"
+        raise DataValidationError(table, errors, hint=hint)
     drop_rows: set[int] = set()
     for p in problems:
         if p.row is not None and policy[p.kind] == "drop":
@@ -301,7 +317,8 @@ def validate_table(
     clean = clean.reset_index(drop=True)
     report.rows_out = len(clean)
     if has_target:
-        clean[spec.target] = labels_as_str(clean[spec.target])
+        clean[spec.target] = (clean[spec.target].fillna("").astype(str) if spec.multilabel
+                              else labels_as_str(clean[spec.target]))
     if drop_rows:
         log.warning("validation: %s", report.summary())
     elif report.kept:
@@ -343,7 +360,45 @@ def _allowed(kind: str, option: str) -> bool:
     return option in getattr(annotation, "__args__", ())
 
 
+def _join_targets(df: pd.DataFrame, spec: DataSpec, table: str,
+                  out: list[DataProblem]) -> None:
+    """Write the labels of the ``data.targets`` 0/1 columns, joined, to ``data.target``."""
+    assert spec.targets is not None
+    if spec.target in df.columns:
+        raise DataValidationError(table, [DataProblem(
+            "column_conflict", f"the table already has a column '{spec.target}', where the "
+            "labels of data.targets would be joined", column=spec.target, file=table)],
+            hint="Set data.target to an unused column name (e.g. --set data.target=findings).")
+    for col in spec.targets:
+        out.extend(binary_column_problems(df[col], col, table)[1])
+    df[spec.target] = join_label_columns(df, spec.targets)
+
+
+def _check_multilabel(df: pd.DataFrame, spec: DataSpec, table: str) -> None:
+    values = df[spec.target]
+    if spec.label_sep is not None:
+        message = separator_problem(values, spec.label_sep, spec.target)
+        if message:
+            raise DataValidationError(table, [DataProblem(
+                "bad_separator", message, column=spec.target, file=table)])
+    labels = list(spec.targets) if spec.targets else label_names(values, spec.separator)
+    if not labels:
+        raise DataValidationError(table, [DataProblem(
+            "no_labels", f"column '{spec.target}' holds no label in any of {len(df)} rows",
+            column=spec.target, file=table)], hint="Check data.target and data.label_sep.")
+    try:
+        check_label_counts(multi_hot(values, labels, spec.separator, spec.target), labels,
+                           "rows after validation",
+                           "Drop that label (from data.targets), or add rows that have it.")
+    except DataError as exc:
+        raise DataValidationError(table, [DataProblem(
+            "single_class", str(exc), column=spec.target, file=table)]) from None
+
+
 def _check_classes(df: pd.DataFrame, spec: DataSpec, table: str) -> None:
+    if spec.multilabel:
+        _check_multilabel(df, spec, table)
+        return
     counts = df[spec.target].astype(str).value_counts().sort_index()
     classes = list(counts.index)
     if len(classes) < 2:
