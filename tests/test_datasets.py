@@ -27,7 +27,8 @@ def _same(a: pd.DataFrame, b: pd.DataFrame, skip: tuple[str, ...] = ()) -> None:
 
 def test_list_datasets() -> None:
     info = {d.name: d for d in list_datasets()}
-    assert set(info) == {"br35h", "iu-xray", "synth-derm"}
+    assert set(info) == {"br35h", "iu-xray", "iu-xray-findings", "synth-derm",
+                         "synth-derm-findings"}
     assert info["iu-xray"].modalities == ("tabular", "text") and info["iu-xray"].n_rows == 3955
     assert info["br35h"].n_rows == 3000
     assert info["synth-derm"].modalities == ("image", "tabular", "text")

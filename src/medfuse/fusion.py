@@ -89,6 +89,14 @@ def drop_modalities(present: torch.Tensor, p: float) -> torch.Tensor:
     return torch.where(empty, present, keep)
 
 
+def logits_to_proba(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """Probabilities from ``model``'s logits: a softmax over classes, or one sigmoid per
+    label for a multi-label model (``model.multilabel``)."""
+    if getattr(model, "multilabel", False):
+        return torch.sigmoid(logits.float())
+    return torch.softmax(logits.float(), dim=1)
+
+
 def view_averaged_proba(model: nn.Module, batch: dict[str, torch.Tensor],
                         views: str = "none") -> torch.Tensor:
     """Softmax probabilities of ``model`` averaged over views of ``batch["image"]``.
@@ -98,8 +106,8 @@ def view_averaged_proba(model: nn.Module, batch: dict[str, torch.Tensor],
     images without a canonical orientation.
     """
     if views == "none" or "image" not in batch:
-        return torch.softmax(model(batch).float(), dim=1)
-    probs = [torch.softmax(model({**batch, "image": v}).float(), dim=1)
+        return logits_to_proba(model, model(batch))
+    probs = [logits_to_proba(model, model({**batch, "image": v}))
              for v in symmetric_views(batch["image"], views)]
     return torch.stack(probs).mean(0)
 
@@ -136,8 +144,10 @@ class FusionModel(nn.Module):
         missing: bool = False,
         modality_dropout: float = 0.0,
         aux_loss: float = 0.0,
+        multilabel: bool = False,
     ) -> None:
         super().__init__()
+        self.multilabel = bool(multilabel)  # n_classes sigmoid outputs, one per label
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}; got {fusion!r}")
         if modality_dropout and not missing:

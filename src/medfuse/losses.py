@@ -80,9 +80,69 @@ class WeightedCrossEntropy(nn.CrossEntropyLoss):
         return (w * rows).sum() / w.sum().clamp_min(1e-12)
 
 
-def make_loss(name: str, weights: torch.Tensor | None = None, gamma: float = 2.0) -> nn.Module:
-    """``ce`` (class-weighted cross-entropy) or ``focal`` (class-weighted focal loss)."""
+class MultiLabelLoss(nn.Module):
+    """Per-label binary cross-entropy on sigmoid outputs, or per-label focal loss.
+
+    Takes logits ``(B, L)`` and 0/1 targets ``(B, L)``. ``weight`` ``(2, L)`` weighs each
+    label's negatives (row 0) and positives (row 1), e.g. :func:`label_weights`
+    ("balanced" per label); the loss is the weighted sum over rows and labels divided by
+    the sum of the weights, so each label counts as much as its rows' weights say.
+    ``gamma > 0`` scales each term by ``(1 - p_t) ** gamma`` (focal loss, Lin et al.);
+    ``sample_weight`` ``(B,)`` multiplies each row's weights.
+
+    >>> logits, target = torch.tensor([[2.0, -1.0]]), torch.tensor([[1.0, 0.0]])
+    >>> bce = MultiLabelLoss()(logits, target)
+    >>> bool(torch.isclose(bce, F.binary_cross_entropy_with_logits(logits, target)))
+    True
+    """
+
+    def __init__(self, gamma: float = 0.0, weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if gamma < 0:
+            raise ValueError(f"focal loss gamma must be >= 0; got {gamma}")
+        self.gamma = float(gamma)
+        self.weight: torch.Tensor | None
+        self.register_buffer("weight", None if weight is None else weight.float())
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor,
+                sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+        logits, target = logits.float(), target.to(logits.device).float()
+        loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        if self.gamma:
+            p_t = torch.exp(-loss)  # the probability given to the true outcome
+            loss = (1.0 - p_t).clamp_min(0.0) ** self.gamma * loss
+        if self.weight is None and sample_weight is None:
+            return loss.mean()
+        w = torch.ones_like(loss)
+        if self.weight is not None:
+            neg, pos = self.weight.to(loss.device)
+            w = torch.where(target > 0.5, pos, neg).expand_as(loss)
+        if sample_weight is not None:
+            w = w * sample_weight.to(loss.device, loss.dtype)[:, None]
+        return (w * loss).sum() / w.sum().clamp_min(1e-12)
+
+
+def label_weights(targets: torch.Tensor | object) -> torch.Tensor:
+    """``(2, L)`` "balanced" weights of each label's negatives and positives,
+    ``n / (2 * count)`` (scikit-learn's ``class_weight="balanced"`` label by label).
+
+    >>> label_weights(torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    tensor([[0.6667, 0.6667],
+            [2.0000, 2.0000]])
+    """
+    y = torch.as_tensor(targets, dtype=torch.float32)
+    pos = y.sum(0).clamp_min(1.0)
+    neg = (len(y) - y.sum(0)).clamp_min(1.0)
+    return torch.stack([len(y) / (2.0 * neg), len(y) / (2.0 * pos)])
+
+
+def make_loss(name: str, weights: torch.Tensor | None = None, gamma: float = 2.0,
+              multilabel: bool = False) -> nn.Module:
+    """``ce`` (class-weighted cross-entropy) or ``focal`` (class-weighted focal loss);
+    with ``multilabel``, their per-label sigmoid forms (:class:`MultiLabelLoss`)."""
     check_option("loss", name, LOSSES)
+    if multilabel:
+        return MultiLabelLoss(gamma if name == "focal" else 0.0, weights)
     if name == "focal":
         return FocalLoss(gamma, weights)
     return WeightedCrossEntropy(weight=weights)

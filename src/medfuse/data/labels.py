@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from medfuse.config.data import MULTILABEL_SEP
+from medfuse.config.data import MULTILABEL_SEP, DataSpec
 from medfuse.errors import DataError, DataProblem, did_you_mean
 
 #: separators users commonly join labels with, suggested when ``data.label_sep`` never occurs
@@ -125,3 +125,21 @@ def separator_problem(values: pd.Series, sep: str, column: str) -> str | None:
     return (f"data.label_sep={sep!r} never occurs in column '{column}'{found}: no row has "
             f"two labels. Set data.label_sep to the separator the column uses, or remove "
             "data.label_sep for a single-label (multi-class) target")
+
+
+def stratification_target(df: pd.DataFrame, spec: DataSpec) -> np.ndarray:
+    """What splits stratify on: the label strings, or for a multi-label spec the
+    ``(n, L)`` 0/1 matrix over every label that occurs (names only, no statistics)."""
+    values = df[spec.target]
+    if not spec.multilabel:
+        return values.astype(str).to_numpy()
+    labels = list(spec.targets) if spec.targets else label_names(values, spec.separator)
+    return multi_hot(values, labels, spec.separator, spec.target)
+
+
+def target_column(df: pd.DataFrame, spec: DataSpec) -> pd.Series:
+    """The target column of ``df``; for ``data.targets`` the joined labels, made from the
+    0/1 columns when the table has not been validated yet."""
+    if spec.targets and spec.target not in df.columns and all(c in df for c in spec.targets):
+        return join_label_columns(df, spec.targets, spec.separator)
+    return df[spec.target]

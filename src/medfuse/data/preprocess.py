@@ -25,6 +25,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as tvf
 
 from medfuse.config import DataSpec
+from medfuse.data.labels import check_label_counts, label_names, multi_hot, target_column
 from medfuse.data.minilm import MiniLMTokenizer
 from medfuse.data.tabular import TabularPreprocessor
 from medfuse.data.text import Vocabulary
@@ -107,7 +108,17 @@ class Preprocessor:
         spec = self.spec
         if spec.target not in train.columns:
             raise DataError(f"target column '{spec.target}' is missing from the training rows")
-        self.classes_: list[str] = sorted(labels_as_str(train[spec.target]).unique().tolist())
+        if spec.multilabel:
+            self.classes_ = (list(spec.targets) if spec.targets
+                             else label_names(train[spec.target], spec.separator))
+            check_label_counts(
+                multi_hot(train[spec.target], self.classes_, spec.separator, spec.target),
+                self.classes_, "training rows of this fit",
+                "With cross-validation, use fewer folds (--folds) so each training fold "
+                "has the label; otherwise drop the label from data.targets or add rows "
+                "that have it.")
+        else:
+            self.classes_ = sorted(labels_as_str(train[spec.target]).unique().tolist())
         if spec.positive is not None and spec.positive in self.classes_:
             self.classes_.remove(spec.positive)
             self.classes_.append(spec.positive)
@@ -144,9 +155,21 @@ class Preprocessor:
         if not hasattr(self, "classes_"):
             raise NotFittedError("Preprocessor is not fitted yet; call fit(train_df) first")
 
-    def encode_target(self, values: pd.Series) -> torch.Tensor:
-        """Class indices; a label unseen in training is an error naming it."""
+    @property
+    def multilabel(self) -> bool:
+        """Several labels per row: ``encode_target`` gives an ``(n, n_labels)`` 0/1 matrix."""
+        return self.spec.multilabel
+
+    def encode_target(self, values: pd.Series | pd.DataFrame) -> torch.Tensor:
+        """Class indices (a float ``(n, n_labels)`` 0/1 matrix for a multi-label target)
+        of the target column, or of a table's target (:func:`target_column`); a label
+        unseen in training is an error naming it."""
         self._check_fitted()
+        if isinstance(values, pd.DataFrame):
+            values = target_column(values, self.spec)
+        if self.multilabel:
+            hot = multi_hot(values, self.classes_, self.spec.separator, self.spec.target)
+            return torch.tensor(hot, dtype=torch.float32)
         lookup = {c: i for i, c in enumerate(self.classes_)}
         labels = labels_as_str(values)
         unknown = sorted(set(labels) - set(lookup))

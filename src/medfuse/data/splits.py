@@ -36,6 +36,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from medfuse.config import DataSpec
 from medfuse.data.images import read_image
+from medfuse.data.labels import stratification_target
 from medfuse.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -247,19 +248,47 @@ def _folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[tuple[n
         raise ConfigError(f"The 'folds' parameter must be >= 2. Got {k} instead.")
     if n_groups < k:
         raise DataError(f"cannot make {k} folds from {n_groups} group(s); use fewer folds")
+    if y.ndim == 2:
+        return _multilabel_folds(y, groups, k, seed)
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return [(tr, te) for tr, te in cv.split(np.zeros(len(y)), y, groups)]
+
+
+def _multilabel_folds(
+    y: np.ndarray, groups: np.ndarray, k: int, seed: int
+) -> list[tuple[np.ndarray, ...]]:
+    """Grouped K-fold for an ``(n, L)`` 0/1 matrix: iterative stratification
+    (Sechidis et al. 2011, ``iterstrat.MultilabelStratifiedKFold``) over the groups.
+
+    A group (patient / near-duplicate family) holds a label when any of its rows does; the
+    groups are stratified as units, so every fold keeps each label's share of positive
+    groups about equal and no group is ever split.
+    """
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    codes, inverse = np.unique(groups, return_inverse=True)
+    per_group = np.zeros((len(codes), y.shape[1]), dtype=int)
+    np.maximum.at(per_group, inverse, y.astype(int))
+    cv = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    folds: list[tuple[np.ndarray, ...]] = []
+    for _, held_groups in cv.split(np.zeros(len(codes)), per_group):
+        held = np.isin(inverse, held_groups)
+        folds.append((np.flatnonzero(~held), np.flatnonzero(held)))
+    return folds
 
 
 def kfold_splits(
     df: pd.DataFrame, spec: DataSpec, k: int, seed: int = 0, groups: np.ndarray | None = None
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], SplitReport]:
-    """Stratified, grouped K-fold: ``[(train_idx, test_idx), ...]``."""
+    """Stratified, grouped K-fold: ``[(train_idx, test_idx), ...]``.
+
+    A multi-label spec is stratified on every label at once (:func:`_multilabel_folds`).
+    """
     if groups is None:
         groups, report = group_labels(df, spec)
     else:
         report = SplitReport(n_rows=len(df), n_groups=len(np.unique(groups)))
-    y = df[spec.target].astype(str).to_numpy()
+    y = stratification_target(df, spec)
     folds = [(tr, te) for tr, te in _folds(y, groups, k, seed)]
     report.sizes = {f"fold{i}": len(te) for i, (_, te) in enumerate(folds)}
     return folds, report
@@ -280,7 +309,10 @@ class HoldoutSplit:
 def carve(
     y: np.ndarray, groups: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split positions into ``(rest, held)`` with ``held`` ~ ``fraction``, stratified + grouped."""
+    """Split positions into ``(rest, held)`` with ``held`` ~ ``fraction``, stratified + grouped.
+
+    ``y`` is 1-D (labels) or an ``(n, L)`` 0/1 matrix (multi-label).
+    """
     n_groups = len(np.unique(groups))
     if n_groups < 2:
         raise DataError(
@@ -300,7 +332,7 @@ def holdout_split(
         groups, report = group_labels(df, spec)
     else:
         report = SplitReport(n_rows=len(df), n_groups=len(np.unique(groups)))
-    y = df[spec.target].astype(str).to_numpy()
+    y = stratification_target(df, spec)
     s = spec.split
     if s.test_size + s.valid_size >= 0.9:
         raise ConfigError(

@@ -2,6 +2,8 @@
 
 The label depends on all three modalities, so no single one can match a fused
 model (see :data:`SYNTH_DERM_GROUND_TRUTH`). Generation is seeded and fast.
+With ``findings=True`` (the ``synth-derm-findings`` built-in) three 0/1 finding columns
+are added, each visible in one modality only (:data:`SYNTH_DERM_FINDINGS_GROUND_TRUTH`).
 
 >>> import tempfile
 >>> folder = tempfile.mkdtemp()
@@ -33,6 +35,25 @@ SYNTH_DERM_GROUND_TRUTH = (
     "noise = patient effect N(0, 0.45^2) + lesion effect N(0, 0.55^2)."
 )
 
+SYNTH_DERM_FINDINGS = ("halo", "sun_damage", "family_history")
+
+SYNTH_DERM_FINDINGS_GROUND_TRUTH = (
+    "three 0/1 findings, independent of each other, each seen by one modality only (halo and "
+    "family_history are independent of the label too; sun_damage shares its age and site, r "
+    "~0.26); drawn from their own random stream (seed, 1), so the other "
+    "columns equal synth-derm's for the same seed except that a halo is drawn in the image and "
+    "a family-history clause is appended to the note. "
+    "halo (image): a depigmented ring around the lesion (outer radius 1.3-1.65 x the lesion's, "
+    "strength 0.45-0.9 towards a pale colour), present with p 0.25; the label is the presence "
+    "flipped with p 0.06 (prevalence ~0.28). "
+    "sun_damage (tabular): 1.1 * (age - 52) / 17 + site weight + N(0, 0.6^2) > 0.75, site "
+    "weights head/neck +1.2, upper extremity +0.6, torso -0.1, lower extremity -0.2, "
+    "palms/soles -1.2 (prevalence ~0.3). "
+    "family_history (text): p 0.22; a family-history clause ('family history of melanoma', "
+    "...) is appended to the note of 85 % of positives and 4 % of negatives, and 'no family "
+    "history of ...' to 15 % of the rest."
+)
+
 SITES = ("head/neck", "torso", "upper extremity", "lower extremity", "palms/soles")
 _SITE_P = np.array([0.15, 0.35, 0.2, 0.2, 0.1])
 _SITE_W = np.array([0.5, 0.2, -0.3, -0.1, -0.8])
@@ -57,6 +78,11 @@ _NO_CUE = ("routine skin check, no specific complaint", "incidental finding at s
 _TEXT_MEAN, _TEXT_SD = 0.0, 1.5
 _SKIN = np.array([[240.0, 205.0, 185.0], [205.0, 160.0, 130.0]])
 _LESION = np.array([[165.0, 110.0, 75.0], [65.0, 40.0, 28.0]])
+_HALO = np.array([250.0, 240.0, 232.0])  # depigmented skin
+_SUN_W = np.array([1.2, -0.1, 0.6, -0.2, -1.2])  # by SITES
+_FAMILY = ("family history of melanoma", "mother had a melanoma removed",
+           "father treated for melanoma", "sister had skin cancer")
+_NO_FAMILY = ("no family history of skin cancer", "no family history of melanoma")
 _PALETTE = np.array([[30.0, 22.0, 22.0], [100.0, 105.0, 125.0], [150.0, 75.0, 60.0],
                      [90.0, 52.0, 32.0], [160.0, 115.0, 80.0]])
 
@@ -104,9 +130,14 @@ def _note(rng: np.random.Generator, z: float) -> tuple[str, float]:
 
 
 def _lesion_image(
-    rng: np.random.Generator, size: int, skin: np.ndarray, irr: float, var: float, dark: float
+    rng: np.random.Generator, size: int, skin: np.ndarray, irr: float, var: float, dark: float,
+    halo: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, float, float, float]:
-    """Render one RGB uint8 image; returns (image, centre x, centre y, mean radius) in pixels."""
+    """Render one RGB uint8 image; returns (image, centre x, centre y, mean radius) in pixels.
+
+    ``halo`` = (strength, reach) draws a pale ring out to ``reach`` x the lesion's radius; it
+    takes nothing from ``rng``, so the rest of the image is as without it.
+    """
     n_ang = 256
     ang = np.linspace(0.0, 2 * np.pi, n_ang, endpoint=False)
     ks = np.arange(1, 13)
@@ -133,6 +164,11 @@ def _lesion_image(
              + 0.03 * _smooth_noise(rng, 1, size, max(4, size // 6))[0]
              + grad[0] * (coord[None, :] / size - 0.5) + grad[1] * (coord[:, None] / size - 0.5))
     img = skin[None, None, :] * light[..., None]
+    if halo is not None:  # on the skin, under the lesion
+        hx, hy = coord[None, :] - cx, coord[:, None] - cy
+        r_all = radius[(np.arctan2(hy, hx) * (n_ang / (2 * np.pi))).astype(int) % n_ang]
+        ring = np.clip((halo[1] * r_all - np.hypot(hx, hy)) / (2 * soft) + 0.5, 0.0, 1.0)
+        img += (halo[0] * ring)[..., None] * (_HALO - img)
     w = np.exp(2.5 * _smooth_noise(rng, len(_PALETTE), b, max(2, round(9 * b / size))))
     multi = ((w / w.sum(0)).reshape(len(_PALETTE), -1).T @ _PALETTE).reshape(b, b, 3)
     base = (1 - dark) * _LESION[0] + dark * _LESION[1]
@@ -145,14 +181,38 @@ def _lesion_image(
     return arr, float(cx), float(cy), float(radius.mean())
 
 
+def _findings(
+    rng: np.random.Generator, age: np.ndarray, site: np.ndarray
+) -> tuple[dict[str, np.ndarray], list[tuple[float, float] | None], list[str]]:
+    """The :data:`SYNTH_DERM_FINDINGS` columns, each row's halo (or None) and note clause."""
+    n = len(age)
+    present = rng.random(n) < 0.25
+    strength, reach = rng.uniform(0.45, 0.9, n), rng.uniform(1.3, 1.65, n)
+    halo = present ^ (rng.random(n) < 0.06)
+    sun = 1.1 * (age - 52.0) / 17.0 + _SUN_W[site] + rng.normal(0.0, 0.6, n) > 0.75
+    family = rng.random(n) < 0.22
+    told = np.where(family, rng.random(n) < 0.85, rng.random(n) < 0.04)
+    denied = ~told & (rng.random(n) < 0.15)
+    pick, pick_no = rng.integers(len(_FAMILY), size=n), rng.integers(len(_NO_FAMILY), size=n)
+    clauses = ["; " + _FAMILY[pick[i]] if told[i] else "; " + _NO_FAMILY[pick_no[i]]
+               if denied[i] else "" for i in range(n)]
+    rings = [(float(strength[i]), float(reach[i])) if present[i] else None for i in range(n)]
+    columns = {"halo": halo, "sun_damage": sun, "family_history": family}
+    return {k: v.astype(np.int64) for k, v in columns.items()}, rings, clauses
+
+
 def _generate(
-    out_dir: str | os.PathLike[str], n_rows: int, image_size: int, seed: int
+    out_dir: str | os.PathLike[str], n_rows: int, image_size: int, seed: int,
+    findings: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """:func:`make_synth_derm`, plus the hidden per-row ``image``/``tabular``/``text`` evidences
     and ``risk`` (label = risk > 0) as arrays; for tests only, never put them in the table."""
     n_rows = _check_int("n_rows", n_rows, 20, None)
     image_size = _check_int("image_size", image_size, 16, 1024)
     seed = _check_int("seed", seed, 0, None)
+    if not isinstance(findings, (bool, np.bool_)):
+        raise ConfigError(f"The 'findings' parameter of make_synth_derm must be a bool. "
+                          f"Got {findings!r} instead.")
     rng = np.random.default_rng(seed)
     img_dir = Path(out_dir) / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -180,11 +240,17 @@ def _generate(
         notes.append(note)
         e_txt[i] = (weight - _TEXT_MEAN) / _TEXT_SD
     risk = e_img + e_tab + e_txt + noise_p[patient] + rng.normal(0.0, 0.55, n_rows)
+    extra: dict[str, np.ndarray] = {}
+    rings: list[tuple[float, float] | None] = [None] * n_rows
+    if findings:  # their own stream: every draw from ``rng`` stays as without them
+        extra, rings, clauses = _findings(np.random.default_rng([seed, 1]), age, site)
+        notes = [note + clause for note, clause in zip(notes, clauses, strict=True)]
 
     xs, ys, rs, paths = np.empty(n_rows), np.empty(n_rows), np.empty(n_rows), []
     for i in range(n_rows):
         skin = (1 - skin_p[patient[i]]) * _SKIN[0] + skin_p[patient[i]] * _SKIN[1]
-        arr, xs[i], ys[i], rs[i] = _lesion_image(rng, image_size, skin, irr[i], var[i], dark[i])
+        arr, xs[i], ys[i], rs[i] = _lesion_image(
+            rng, image_size, skin, irr[i], var[i], dark[i], rings[i])
         paths.append(f"images/{i:05d}.png")
         Image.fromarray(arr, "RGB").save(img_dir / f"{i:05d}.png", compress_level=1)
 
@@ -200,13 +266,15 @@ def _generate(
         "lesion_x": xs,
         "lesion_y": ys,
         "lesion_r": rs,
+        **extra,
     })
     evidence = {"image": e_img, "tabular": e_tab, "text": e_txt, "risk": risk}
     return frame, evidence
 
 
 def make_synth_derm(
-    out_dir: str | os.PathLike[str], n_rows: int = 240, image_size: int = 64, seed: int = 0
+    out_dir: str | os.PathLike[str], n_rows: int = 240, image_size: int = 64, seed: int = 0,
+    findings: bool = False,
 ) -> pd.DataFrame:
     """Generate the ``synth-derm`` dataset: write PNG images, return the table.
 
@@ -220,6 +288,11 @@ def make_synth_derm(
         Side of the square images in pixels, in [16, 1024].
     seed:
         Seed of :func:`numpy.random.default_rng`; same seed, same bytes.
+    findings:
+        Add the :data:`SYNTH_DERM_FINDINGS` 0/1 columns ``halo`` (seen in the image only),
+        ``sun_damage`` (age and site only) and ``family_history`` (the note only); see
+        :data:`SYNTH_DERM_FINDINGS_GROUND_TRUTH`. This draws the halos and appends the
+        family-history clauses; without it the output is exactly that of earlier versions.
 
     Returns
     -------
@@ -227,7 +300,8 @@ def make_synth_derm(
         Columns ``image_path`` (relative to ``out_dir``), ``age``, ``sex``, ``site``, ``note``,
         ``label`` (1 malignant, 0 benign), ``patient_id``, and the lesion's true centre
         ``lesion_x``, ``lesion_y`` and mean radius ``lesion_r`` in pixels (pixel ``i`` spans
-        ``[i, i + 1)``, so the centre lies in pixel ``int(lesion_y), int(lesion_x)``).
+        ``[i, i + 1)``, so the centre lies in pixel ``int(lesion_y), int(lesion_x)``),
+        then, with ``findings``, ``halo``, ``sun_damage`` and ``family_history``.
         The caller writes the CSV.
 
     Raises
@@ -242,4 +316,4 @@ def make_synth_derm(
     >>> sorted(df["label"].unique().tolist())
     [0, 1]
     """
-    return _generate(out_dir, n_rows, image_size, seed)[0]
+    return _generate(out_dir, n_rows, image_size, seed, findings)[0]

@@ -364,13 +364,16 @@ def _join_targets(df: pd.DataFrame, spec: DataSpec, table: str,
                   out: list[DataProblem]) -> None:
     """Write the labels of the ``data.targets`` 0/1 columns, joined, to ``data.target``."""
     assert spec.targets is not None
+    problems = [p for col in spec.targets for p in binary_column_problems(df[col], col, table)[1]]
     if spec.target in df.columns:
+        if not problems and df[spec.target].fillna("").astype(str).equals(
+                join_label_columns(df, spec.targets).astype(str)):
+            return  # validated before: the column holds these very labels
         raise DataValidationError(table, [DataProblem(
             "column_conflict", f"the table already has a column '{spec.target}', where the "
             "labels of data.targets would be joined", column=spec.target, file=table)],
             hint="Set data.target to an unused column name (e.g. --set data.target=findings).")
-    for col in spec.targets:
-        out.extend(binary_column_problems(df[col], col, table)[1])
+    out.extend(problems)
     df[spec.target] = join_label_columns(df, spec.targets)
 
 

@@ -20,12 +20,14 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from medfuse.config import DataPolicy, DataSpec
 from medfuse.data.dataset import presence
 from medfuse.errors import ConfigError
 from medfuse.scoring.calibration import TemperatureScaler, choose_temperature, choose_threshold
 from medfuse.scoring.conformal import ConformalSets, check_alpha
+from medfuse.scoring.metrics import label_proba
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,9 @@ class DecisionMixin:
     threshold_: float = 0.5
     threshold_method_: str = "fixed"
     calibration_: dict[str, Any] | None = None  # choose_temperature's decision
+    # multi-label models: one temperature and one threshold per label (classes_ order)
+    label_temperatures_: list[float] | None = None
+    label_thresholds_: list[float] | None = None
     conformal_: dict[str, Any] | None = None  # ConformalSets.to_dict(), or None
     _conformal_sets: ConformalSets | None = None
     classes_: list[str]
@@ -159,14 +164,34 @@ class DecisionMixin:
         raw = self._raw_proba(self._hide(df, without))
         return self.scale(raw) if calibrated else raw
 
+    @property
+    def multilabel(self) -> bool:
+        """Several labels per row: probabilities are one sigmoid per label ``(n, L)``."""
+        return bool(self.spec.multilabel)
+
+    @property
+    def thresholds(self) -> list[float]:
+        """Decision threshold of each label (multi-label), or ``[threshold_]``."""
+        if self.multilabel:
+            return list(self.label_thresholds_ or [0.5] * len(self.classes_))
+        return [self.threshold_]
+
     def scale(self, raw: np.ndarray) -> np.ndarray:
-        """Apply the fitted temperature to raw probabilities."""
+        """Apply the fitted temperature(s) to raw probabilities."""
+        if self.multilabel:
+            temps = np.asarray(self.label_temperatures_ or [1.0] * raw.shape[1], dtype=float)
+            if np.all(temps == 1.0):
+                return raw
+            logit = special.logit(np.clip(raw, 1e-7, 1 - 1e-7))
+            return np.asarray(special.expit(logit / temps), dtype=float)
         if self.temperature_ == 1.0:
             return raw
         return TemperatureScaler.from_dict({"temperature": self.temperature_}).transform(raw)
 
     def decide(self, proba: np.ndarray) -> np.ndarray:
         """Class labels from (calibrated) probabilities: the threshold for binary tasks."""
+        if self.multilabel:  # (n, L) 0/1, each label at its own threshold
+            return (proba >= np.asarray(self.thresholds)).astype(int)
         classes = np.asarray(self.classes_, dtype=object)
         if len(classes) == 2:
             return classes[(proba[:, 1] >= self.threshold_).astype(int)]
@@ -191,7 +216,10 @@ class DecisionMixin:
         """
         self._check_fitted()
         raw = self._raw_proba(valid)
-        y = self.pre_.encode_target(valid[self.spec.target]).numpy()
+        y = self.pre_.encode_target(valid).numpy()
+        if self.multilabel:
+            return self._calibrate_labels(raw, y.astype(int), temperature, threshold, value,
+                                          conformal_alpha, seed)
         self.temperature_, self.calibration_ = 1.0, None
         if temperature:
             self.calibration_ = choose_temperature(raw, y, seed=seed)
@@ -205,6 +233,38 @@ class DecisionMixin:
             self.threshold_method_ = threshold
         if conformal_alpha is not None:
             self.fit_conformal(valid, conformal_alpha, raw=raw)
+        return self
+
+    def _calibrate_labels(self, raw: np.ndarray, y: np.ndarray, temperature: bool,
+                          threshold: str, value: float | None, conformal_alpha: float | None,
+                          seed: int) -> DecisionMixin:
+        """Multi-label :meth:`calibrate`: each label is a binary task of its own, with its
+        own temperature (kept only where it lowers that label's cross-validated ECE) and
+        its own threshold, both chosen on the validation rows."""
+        temps, thresholds, decisions = [], [], {}
+        for j, name in enumerate(self.classes_):
+            binary = label_proba(raw, j)
+            choice = choose_temperature(binary, y[:, j], seed=seed) if temperature else None
+            t = float(choice["temperature"]) if choice else 1.0
+            temps.append(t)
+            if choice:
+                decisions[name] = choice
+            scaled = TemperatureScaler.from_dict({"temperature": t}).transform(binary)
+            thresholds.append(float(choose_threshold(y[:, j] == 1, scaled[:, 1], threshold,
+                                                     value)))
+        self.temperature_, self.threshold_method_ = 1.0, threshold
+        self.label_temperatures_, self.label_thresholds_ = temps, thresholds
+        kept = [n for n, d in decisions.items() if d["kept"]]
+        self.calibration_ = None if not temperature else {
+            "kept": bool(kept), "per_label": decisions,
+            "reason": f"per label: temperature kept for {len(kept)} of {len(self.classes_)} "
+                      f"labels{' (' + ', '.join(kept) + ')' if kept else ''}, each where it "
+                      "lowered that label's cross-validated ECE on the validation rows"}
+        log.info("temperature %s", (self.calibration_ or {}).get("reason", "not fitted"))
+        if conformal_alpha is not None:
+            log.info("conformal prediction sets are made for single-label targets only; "
+                     "this multi-label model has per-label probabilities and thresholds")
+        self.conformal_, self._conformal_sets = None, None
         return self
 
     # ------------------------------------------------------------------ conformal sets
@@ -231,7 +291,9 @@ class DecisionMixin:
         """
         self._check_fitted()
         alpha = check_alpha(alpha)
-        y = self.pre_.encode_target(valid[self.spec.target]).numpy()
+        if self.multilabel:  # single-label only (see _calibrate_labels)
+            return self
+        y = self.pre_.encode_target(valid).numpy()
         if not self.handles_missing:
             proba = self.scale(self._raw_proba(valid) if raw is None else raw)
             return self.fit_conformal_proba(proba, y, alpha, self.available_modalities(valid))
@@ -258,6 +320,8 @@ class DecisionMixin:
                             subsets: np.ndarray | None = None) -> DecisionMixin:
         """Calibrate conformal sets on out-of-sample probabilities ``proba`` of labels ``y``
         (e.g. cross-validated ones, where no validation rows were held out)."""
+        if self.multilabel:  # single-label only (see _calibrate_labels)
+            return self
         sets = ConformalSets(check_alpha(alpha)).fit(proba, y, subsets,
                                                      class_names=self.classes_)
         for message in sets.warnings_:
@@ -297,6 +361,8 @@ class DecisionMixin:
     def decision_state(self) -> dict[str, Any]:
         return {"temperature": self.temperature_, "threshold": self.threshold_,
                 "threshold_method": self.threshold_method_,
+                "label_temperatures": self.label_temperatures_,
+                "label_thresholds": self.label_thresholds_,
                 "calibration": self.calibration_, "conformal": self.conformal_}
 
     def set_decision_state(self, state: dict[str, Any]) -> None:
@@ -304,6 +370,8 @@ class DecisionMixin:
         self.threshold_ = float(state.get("threshold", 0.5))
         self.threshold_method_ = str(state.get("threshold_method", "fixed"))
         self.calibration_ = state.get("calibration")
+        self.label_temperatures_ = state.get("label_temperatures")
+        self.label_thresholds_ = state.get("label_thresholds")
         self.conformal_ = state.get("conformal")  # absent in models saved before sets existed
         self._conformal_sets = None
 

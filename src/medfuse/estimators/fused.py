@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from medfuse.config import DataSpec
 from medfuse.data.dataset import SAMPLE_WEIGHT, MultimodalDataset
+from medfuse.data.labels import stratification_target
 from medfuse.data.preprocess import ImageTransform, Preprocessor
 from medfuse.data.splits import carve, group_labels
 from medfuse.data.validation import validate_table
@@ -105,6 +106,7 @@ class FusionClassifier(FusionParams, DecisionMixin):
         """
         from lightning import seed_everything
 
+        from medfuse.losses import label_weights
         from medfuse.training import FusionModule, class_weights
 
         self._validate_params()
@@ -116,7 +118,7 @@ class FusionClassifier(FusionParams, DecisionMixin):
         train, self.validation_ = validate_table(train, spec, table="train", check_images="exists")
         if valid is None:
             groups, _ = group_labels(train, spec)
-            y = train[spec.target].astype(str).to_numpy()
+            y = stratification_target(train, spec)
             rest, held = carve(y, groups, spec.split.valid_size, self.seed)
             train, valid = train.iloc[rest].reset_index(drop=True), train.iloc[held]
         valid, _ = validate_table(valid, spec, table="valid", check_images="exists",
@@ -137,9 +139,10 @@ class FusionClassifier(FusionParams, DecisionMixin):
                 train[spec.text].tolist(), pre.vocab_, dim=self.embed_dim, seed=self.seed
             )
         model = build_network(self, pre, image, embeddings)
-        targets = pre.encode_target(train[spec.target]).numpy()
+        targets = pre.encode_target(train).numpy()
         module = FusionModule(
-            model, class_weights(targets, len(pre.classes_)), self.optimizer, self.lr,
+            model, label_weights(targets) if pre.multilabel
+            else class_weights(targets, len(pre.classes_)), self.optimizer, self.lr,
             self.weight_decay, self.momentum, self.patience, self.encoder_lr,
             pretrained=pretrained_modules(model, self.pretrained), scheduler=self.scheduler,
             warmup=self.warmup, loss=self.loss, focal_gamma=self.focal_gamma,

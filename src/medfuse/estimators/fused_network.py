@@ -76,7 +76,7 @@ def build_network(
     return FusionModel(
         encoders, len(pre.classes_), tuple(params.hidden_dims), params.dropout, params.fusion,
         missing=params.handles_missing, modality_dropout=float(params.modality_dropout),
-        aux_loss=float(params.aux_loss),
+        aux_loss=float(params.aux_loss), multilabel=pre.multilabel,
     )
 
 

@@ -57,7 +57,12 @@ def train_network(
     last = run_dir / "checkpoints" / "last.ckpt"
     if resume and not last.is_file():
         raise ConfigError(f"cannot resume: '{last}' does not exist; train without --resume")
-    if params.monitor == "val_auc" and valid[params.spec.target].nunique() < 2:
+    if params.sampler == "balanced" and params.spec.multilabel:
+        raise ConfigError("train.sampler=balanced balances classes of a single-label target; "
+                          "a multi-label loss is already balanced per label (positives and "
+                          "negatives weighted): use train.sampler=shuffle")
+    if (params.monitor == "val_auc" and not params.spec.multilabel
+            and valid[params.spec.target].nunique() < 2):
         raise ConfigError(
             f"monitor='val_auc' needs both classes among the validation rows, and all "
             f"{len(valid)} are '{valid[params.spec.target].iloc[0]}': monitor val_loss or "
@@ -80,7 +85,7 @@ def train_network(
     # uninterrupted one exactly (see EpochSampler / EpochSeed)
     weights = None
     if params.sampler == "balanced":
-        weights = balanced_weights(pre.encode_target(train[params.spec.target]).numpy())
+        weights = balanced_weights(pre.encode_target(train).numpy())
     sampler = EpochSampler(len(train_ds), params.seed, weights=weights)
     callbacks: list[Any] = [EpochSeed(params.seed, [sampler])]
     if params.ema:

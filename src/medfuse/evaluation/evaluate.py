@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def _target_codes(clf: Classifier, df: pd.DataFrame) -> np.ndarray:
     """Class indices of ``df``'s labels (an unseen label is an error naming it)."""
     fitted: Any = clf  # beyond the protocol: the model's fitted preprocessor
-    return np.asarray(fitted.pre_.encode_target(df[clf.spec.target]).numpy())
+    return np.asarray(fitted.pre_.encode_target(df).numpy())
 
 
 def evaluate(
@@ -48,8 +48,11 @@ def evaluate(
     raw = clf.predict_proba(df, calibrated=False)
     proba = fitted.scale(raw)
     y = _target_codes(clf, df)
-    metrics = classification_metrics(y, proba, threshold=clf.threshold_)
     groups = df[clf.spec.group].astype(str).to_numpy() if clf.spec.group else None
+    if getattr(clf, "multilabel", False):
+        return _evaluate_multilabel(clf, df, y, proba, raw, groups, bootstrap, seed,
+                                    subgroups, bins)
+    metrics = classification_metrics(y, proba, threshold=clf.threshold_)
     if bootstrap:
         metrics["ci95"] = bootstrap_ci(y, proba, groups=groups, n_boot=bootstrap, seed=seed,
                                        threshold=clf.threshold_)
@@ -75,6 +78,40 @@ def evaluate(
     return metrics, predictions_frame(clf, df, proba, raw, sets=sets)
 
 
+def _evaluate_multilabel(
+    clf: Classifier, df: pd.DataFrame, y: np.ndarray, proba: np.ndarray, raw: np.ndarray,
+    groups: np.ndarray | None, bootstrap: int, seed: int,
+    subgroups: Mapping[str, str] | None, bins: int,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """:func:`evaluate` for a multi-label model: every label scored as a binary task at its
+    own threshold, macro / micro summaries, per-label CIs and subgroups (rows carry
+    ``label``). Conformal sets are single-label only, so there are none here."""
+    from medfuse.evaluation.multilabel import multilabel_evaluation
+    from medfuse.evaluation.stats import subgroup_metrics
+    from medfuse.scoring.metrics import label_proba
+
+    metrics = multilabel_evaluation(clf, y, proba, raw, groups, bootstrap, seed)
+    if subgroups:
+        frame = df.reset_index(drop=True)
+        thresholds = list(metrics["thresholds"].values())
+        metrics["subgroups"] = [
+            {"label": name, **row}
+            for j, name in enumerate(clf.classes_)
+            for row in subgroup_metrics(frame, y[:, j], label_proba(proba, j), dict(subgroups),
+                                        bins=bins, threshold=float(thresholds[j]))]
+    return metrics, predictions_frame(clf, df, proba, raw)
+
+
+def _metrics(clf: Classifier, y: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
+    """Metrics at the model's decision threshold(s): binary / multi-class or multi-label."""
+    if getattr(clf, "multilabel", False):
+        from medfuse.scoring.metrics import multilabel_metrics
+
+        thresholds = list(getattr(clf, "thresholds", [0.5] * len(clf.classes_)))
+        return multilabel_metrics(y, proba, thresholds, clf.classes_)
+    return classification_metrics(y, proba, threshold=clf.threshold_)
+
+
 def modality_subsets(clf: Classifier, df: pd.DataFrame) -> dict[str, Any]:
     """Metrics of a model that handles missing modalities, per modality subset.
 
@@ -98,7 +135,7 @@ def modality_subsets(clf: Classifier, df: pd.DataFrame) -> dict[str, Any]:
         for used in combinations(modalities, k):
             without = [m for m in modalities if m not in used]
             proba = clf.predict_proba(df, without=without) if without else full
-            removed["+".join(used)] = classification_metrics(y, proba, threshold=clf.threshold_)
+            removed["+".join(used)] = _metrics(clf, y, proba)
     # which modalities each row really has (validated as for prediction: empty cells kept)
     clean, _ = validate_table(df, clf.input_spec(), table="evaluate", check_images="exists",
                               require_target=False, training=False)
@@ -110,7 +147,7 @@ def modality_subsets(clf: Classifier, df: pd.DataFrame) -> dict[str, Any]:
         rows = names == name
         available[name or "none"] = {
             "n": int(rows.sum()),
-            **classification_metrics(y[rows], full[rows], threshold=clf.threshold_),
+            **_metrics(clf, y[rows], full[rows]),
         }
     return {"modalities": modalities, "removed": removed, "available": available}
 
@@ -132,6 +169,13 @@ def predictions_frame(clf: Classifier, df: pd.DataFrame, proba: np.ndarray,
     spec = clf.spec
     keep = [c for c in (spec.group, spec.image, spec.target) if c and c in df.columns]
     out = df[keep].reset_index(drop=True).copy()
+    if getattr(clf, "multilabel", False):  # no sets, no gates: one binary output per label
+        from medfuse.evaluation.multilabel import multilabel_predictions
+
+        out = multilabel_predictions(clf, out, proba, raw)
+        if clf.handles_missing:
+            out["modalities"] = clf.available_modalities(df)
+        return out
     for j, cls in enumerate(clf.classes_):
         out[f"prob_{cls}"] = proba[:, j]
     if raw is not None and not np.array_equal(raw, proba):

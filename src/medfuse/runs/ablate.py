@@ -69,7 +69,7 @@ def ablate_run(cfg: RunConfig, folds: int, out: Path) -> dict[str, Any]:
             if name not in oof:
                 oof[name] = np.zeros((len(df), proba.shape[1]))
             oof[name][test_idx] = proba
-            y[test_idx] = clf.pre_.encode_target(df[cfg.data.target].iloc[test_idx]).numpy()
+            y[test_idx] = clf.pre_.encode_target(df.iloc[test_idx]).numpy()
             seconds[name] = seconds.get(name, 0.0) + clf.training_seconds()
     models: dict[str, dict[str, Any]] = {}
     for name, proba in oof.items():

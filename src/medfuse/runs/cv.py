@@ -249,7 +249,7 @@ def _cv_hybrid_fold(
     X, y = clf.fit_features(fit_rows, valid if clf.extractor == "trained" else None, run_dir)
     X_test = clf.transform(test)
     feature_seconds = time.perf_counter() - t0
-    y_test = clf.pre_.encode_target(test[clf.spec.target]).numpy()
+    y_test = clf.pre_.encode_target(test).numpy()
     found = None
     if handling != "keep":
         found = hybrid_issues(clf, X, y, fit_groups[:len(y)], handling)

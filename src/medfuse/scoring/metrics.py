@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,70 @@ def classification_metrics(
     else:
         out["brier"] = float(np.mean(np.sum((proba - np.eye(k)[y_true]) ** 2, axis=1)))
     out["threshold"] = float(threshold)
+    return out
+
+
+def label_proba(proba: np.ndarray, j: int) -> np.ndarray:
+    """Label ``j`` of multi-label probabilities ``(n, L)`` as a binary ``(n, 2)`` array
+    ``[1 - p, p]``, so every binary tool (metrics, temperature, threshold, bootstrap)
+    works label by label."""
+    p = np.asarray(proba, dtype=float)[:, j]
+    return np.column_stack([1.0 - p, p])
+
+
+def multilabel_metrics(
+    y_true: np.ndarray, proba: np.ndarray, thresholds: Sequence[float] | float = 0.5,
+    labels: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Metrics of a multi-label task: 0/1 truth ``(n, L)``, probabilities ``(n, L)``.
+
+    ``per_label`` maps each label to the binary metrics of
+    :func:`classification_metrics` at its own threshold, plus ``prevalence`` and
+    ``positives``. Overall: ``roc_auc`` / ``pr_auc`` are the **macro** means over the
+    labels that have both outcomes (also as ``roc_auc_macro`` / ``pr_auc_macro``);
+    ``roc_auc_micro`` / ``pr_auc_micro`` pool every (row, label) pair; ``accuracy`` is the
+    label-wise accuracy (1 - Hamming loss), ``subset_accuracy`` the share of rows with
+    every label right; ``sensitivity`` / ``specificity`` / ``brier`` / ``ece`` are macro
+    means; ``f1_macro`` / ``f1_micro`` at the thresholds.
+    """
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(proba, dtype=float)
+    n, k = p.shape
+    names = list(labels) if labels is not None else [str(j) for j in range(k)]
+    t = np.broadcast_to(np.asarray(thresholds, dtype=float), (k,))
+    pred = (p >= t).astype(int)
+    per_label: dict[str, Any] = {}
+    for j, name in enumerate(names):
+        m = classification_metrics(y[:, j], label_proba(p, j), threshold=float(t[j]))
+        per_label[name] = {**m, "positives": int(y[:, j].sum()),
+                           "prevalence": float(y[:, j].mean()) if n else None}
+
+    def macro(key: str) -> float | None:
+        values = [v[key] for v in per_label.values() if v.get(key) is not None]
+        return float(np.mean(values)) if values else None
+
+    both = 0 < y.sum() < y.size
+    out: dict[str, Any] = {
+        "n": n,
+        "n_labels": k,
+        "accuracy": float((pred == y).mean()) if n else None,
+        "subset_accuracy": float((pred == y).all(axis=1).mean()) if n else None,
+        "roc_auc": macro("roc_auc"),
+        "pr_auc": macro("pr_auc"),
+        "roc_auc_macro": macro("roc_auc"),
+        "pr_auc_macro": macro("pr_auc"),
+        "roc_auc_micro": float(skm.roc_auc_score(y.ravel(), p.ravel())) if both else None,
+        "pr_auc_micro": float(skm.average_precision_score(y.ravel(), p.ravel()))
+        if both else None,
+        "f1_macro": float(skm.f1_score(y, pred, average="macro", zero_division=0)) if n else None,
+        "f1_micro": float(skm.f1_score(y, pred, average="micro", zero_division=0)) if n else None,
+        "sensitivity": macro("sensitivity"),
+        "specificity": macro("specificity"),
+        "brier": macro("brier"),
+        "ece": macro("ece"),
+        "thresholds": {name: float(t[j]) for j, name in enumerate(names)},
+        "per_label": per_label,
+    }
     return out
 
 

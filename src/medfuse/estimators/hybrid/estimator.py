@@ -41,7 +41,13 @@ from medfuse.estimators.hybrid.features import (
     mean_word_vectors,
     one_hot,
 )
-from medfuse.estimators.hybrid.heads import fit_pipeline, head_pipeline, require_two_classes
+from medfuse.estimators.hybrid.heads import (
+    fit_pipeline,
+    head_pipeline,
+    multilabel_proba,
+    require_two_classes,
+    strip_resamplers,
+)
 from medfuse.estimators.hybrid.network import deep_features, train_extractor
 from medfuse.estimators.hybrid.params import (
     check_network_options,
@@ -285,8 +291,11 @@ class HybridClassifier(DecisionMixin):
         self.word_vectors_: np.ndarray | None = None
         if spec.text and self.text_features != "none":
             self._fit_text(train)
-        y = self.pre_.encode_target(train[spec.target]).numpy()
-        require_two_classes(y, len(self.classes_))
+        y = self.pre_.encode_target(train).numpy()
+        if self.multilabel:  # (n, L) 0/1; every label's two outcomes checked at fit
+            y = y.astype(int)
+        else:
+            require_two_classes(y, len(self.classes_))
         return self._transform(train, fitting=True), y
 
     def fit_head(self, X: Features, y: np.ndarray, head: str | None = None,
@@ -304,12 +313,16 @@ class HybridClassifier(DecisionMixin):
         check_params(type(self).__name__, self.head, self.resample, self.extractor,
                      self.text_features, self.text_components)
         pipe = head_pipeline(self.head, self.head_params, self.resample, self.seed,
-                             self.class_weight, dense=not sparse.issparse(X))
+                             self.class_weight, dense=not sparse.issparse(X),
+                             multilabel=self.multilabel)
         t0 = time.perf_counter()
         fit_pipeline(pipe, X, y, self.head, self.resample, self.class_weight, sample_weight)
         self.fit_seconds_ = time.perf_counter() - t0
         # the resampler only acts during fit: keep (and save) the steps after it
-        self.head_ = pipe[1:] if self.resample != "none" else pipe
+        if self.multilabel:
+            self.head_ = strip_resamplers(pipe)
+        else:
+            self.head_ = pipe[1:] if self.resample != "none" else pipe
         return self
 
     def _fit_trained_extractor(self, train: pd.DataFrame, valid: pd.DataFrame | None,
@@ -413,6 +426,8 @@ class HybridClassifier(DecisionMixin):
     def predict_proba_features(self, X: Features) -> np.ndarray:
         """Probabilities from an already extracted feature matrix."""
         self._check_fitted()
+        if self.multilabel:
+            return multilabel_proba(self.head_, X)
         proba = np.zeros((X.shape[0], len(self.classes_)))
         raw = self.head_.predict_proba(X)
         proba[:, np.asarray(self.head_.classes_, dtype=int)] = raw

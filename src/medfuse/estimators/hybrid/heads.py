@@ -81,11 +81,16 @@ def make_resampler(name: str, seed: int = 0) -> Any:
 
 
 def head_pipeline(head: str, params: dict[str, Any] | None, resample: str, seed: int,
-                  class_weight: bool, dense: bool) -> Any:
-    """``[resampler] -> [scaler] -> head``; an imblearn Pipeline (resampling at fit only)."""
+                  class_weight: bool, dense: bool, multilabel: bool = False) -> Any:
+    """``[resampler] -> [scaler] -> head``; an imblearn Pipeline (resampling at fit only).
+
+    ``multilabel``: one binary head per label (:func:`multilabel_pipeline`).
+    """
     from imblearn.pipeline import Pipeline
     from sklearn.preprocessing import MaxAbsScaler, StandardScaler
 
+    if multilabel:
+        return multilabel_pipeline(head, params, resample, seed, class_weight, dense)
     steps: list[tuple[str, Any]] = []
     sampler = make_resampler(resample, seed)
     if sampler is not None:
@@ -95,6 +100,56 @@ def head_pipeline(head: str, params: dict[str, Any] | None, resample: str, seed:
     # resampled classes are balanced already: weighting them again would over-correct
     steps.append(("head", make_head(head, params, seed, class_weight and sampler is None)))
     return Pipeline(steps)
+
+
+def multilabel_pipeline(head: str, params: dict[str, Any] | None, resample: str, seed: int,
+                        class_weight: bool, dense: bool) -> Any:
+    """``[scaler] -> one binary head per label`` for an ``(n, L)`` 0/1 target.
+
+    scikit-learn's ``MultiOutputClassifier`` fits a clone of ``[resampler] -> head`` per
+    label, so SMOTE / ADASYN resample each label's own positives and ``class_weight``
+    balances each label's own classes. XGBoost is multi-label natively (one model, a
+    probability per label; balanced class weights need one weight per row *and* label,
+    so none are applied there: the ranking metrics do not depend on them).
+    """
+    from imblearn.pipeline import Pipeline
+    from sklearn.multioutput import MultiOutputClassifier
+    from sklearn.preprocessing import MaxAbsScaler, StandardScaler
+
+    sampler = make_resampler(resample, seed)
+    steps: list[tuple[str, Any]] = []
+    if head in ("lr", "svm"):
+        steps.append(("scale", StandardScaler() if dense else MaxAbsScaler()))
+    one = make_head(head, params, seed, class_weight and sampler is None)
+    if head == "xgboost":
+        if sampler is not None:
+            raise ConfigError(
+                f"resample={resample!r} with head 'xgboost' on a multi-label target: XGBoost "
+                "fits every label in one model, so there is no per-label set of rows to "
+                "resample. Use resample='none', or head 'lr' / 'rf' / 'adaboost' / 'svm' "
+                "(one head per label, each resampled on its own).")
+        steps.append(("head", one))
+    else:
+        inner = Pipeline([("resample", sampler), ("head", one)]) if sampler is not None else one
+        steps.append(("head", MultiOutputClassifier(inner)))
+    return Pipeline(steps)
+
+
+def multilabel_proba(pipe: Any, X: Any) -> np.ndarray:
+    """``(n, L)`` positive-label probabilities of a fitted :func:`multilabel_pipeline`."""
+    out = pipe.predict_proba(X)
+    if isinstance(out, list):  # MultiOutputClassifier: one (n, 2) array per label
+        return np.column_stack([p[:, 1] for p in out])
+    return np.asarray(out)
+
+
+def strip_resamplers(pipe: Any) -> Any:
+    """The fitted multi-label pipeline without its per-label resamplers (they only act
+    during fit), so what is saved is scaler + plain heads."""
+    multi = pipe[-1]
+    if hasattr(multi, "estimators_"):
+        multi.estimators_ = [e[-1] if hasattr(e, "steps") else e for e in multi.estimators_]
+    return pipe
 
 
 def fit_pipeline(pipe: Any, X: Any, y: np.ndarray, head: str, resample: str,
@@ -117,7 +172,7 @@ def fit_pipeline(pipe: Any, X: Any, y: np.ndarray, head: str, resample: str,
                 "have no weight. Use resample='none' (class weights balance the classes) "
                 "or do not weight the rows (train.label_issues: drop / keep).")
         fit_kw["head__sample_weight"] = rows
-    if class_weight and resample == "none" and head == "xgboost":
+    if class_weight and resample == "none" and head == "xgboost" and y.ndim == 1:
         fit_kw["head__sample_weight"] = sample_weights(y) * rows
     try:
         return pipe.fit(X, y, **fit_kw)

@@ -67,7 +67,7 @@ def save_hybrid(clf: Any, run: Path) -> Path:
         "params": clf.get_params(),
         "spec": clf.spec.model_dump(mode="json"),
         "classes": clf.classes_,
-        "head_classes": [int(c) for c in clf.head_.classes_],
+        "head_classes": ([] if clf.multilabel else [int(c) for c in clf.head_.classes_]),
         "fit_seconds": clf.fit_seconds_,
         "decision": clf.decision_state(),
     }
