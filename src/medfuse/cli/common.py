@@ -63,12 +63,41 @@ def headline(metrics: dict[str, Any]) -> str:
     """
     keys = ("n", "accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity",
             "specificity", "train_seconds", "peak_rss_mb")
+    if "per_label" in metrics:  # multi-label: macro means, label-wise accuracy
+        keys = ("n", "n_labels", "accuracy", "subset_accuracy", "roc_auc", "roc_auc_micro",
+                "pr_auc", "f1_macro", "sensitivity", "specificity", "train_seconds",
+                "peak_rss_mb")
     parts = []
     for k in keys:
         v = metrics.get(k)
         if v is not None:
             parts.append(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}")
     return ", ".join(parts)
+
+
+def per_label_table(metrics: dict[str, Any], title: str) -> Any:
+    """A rich table of a multi-label result's ``per_label`` metrics (ROC AUC with its 95 %
+    CI when there is one), or None for a single-label one.
+
+    >>> per_label_table({"accuracy": 1.0}, "x") is None
+    True
+    """
+    from rich.table import Table
+
+    per = metrics.get("per_label")
+    if not isinstance(per, dict):
+        return None
+    table = Table(title=title)
+    for col in ("label", "positives", "roc_auc", "95% CI", "pr_auc", "sensitivity",
+                "specificity"):
+        table.add_column(col)
+    for name, m in per.items():
+        ci = (m.get("ci95") or {}).get("roc_auc") or [None, None]
+        table.add_row(str(name), str(m.get("positives", "-")), fmt(m.get("roc_auc")),
+                      f"{fmt(ci[0])} - {fmt(ci[1])}" if ci[0] is not None else "-",
+                      fmt(m.get("pr_auc")), fmt(m.get("sensitivity")),
+                      fmt(m.get("specificity")))
+    return table
 
 
 def uncertainty_lines(metrics: dict[str, Any]) -> list[str]:

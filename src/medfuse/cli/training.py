@@ -16,6 +16,7 @@ from medfuse.cli.common import (
     fmt,
     fold_list,
     headline,
+    per_label_table,
     uncertainty_lines,
 )
 
@@ -34,6 +35,9 @@ def train(
     if not metrics:  # another process of a DDP run: the first one reports
         return
     console.print(f"test: {headline(metrics)}")
+    labels = per_label_table(metrics, "test rows, per label")
+    if labels is not None:
+        console.print(labels)
     for line in uncertainty_lines(metrics):
         console.print(line)
     console.print(f"run directory: [bold]{out}[/]; report: [bold]{out / 'report.html'}[/]")
@@ -75,12 +79,25 @@ def cv(
     table = Table(title=f"{folds}-fold cross-validation")
     for col in ("metric", "mean", "std", *[f"fold {i}" for i in range(folds)]):
         table.add_column(col)
-    for key in ("accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity",
-                "specificity", "f1_macro", "train_seconds"):
+    pooled = summary.get("pooled")  # multi-label: the folds' macro means, then per label
+    keys = ("accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity",
+            "specificity", "f1_macro", "train_seconds")
+    if pooled:
+        keys = ("accuracy", "subset_accuracy", "roc_auc", "roc_auc_micro", "pr_auc",
+                "sensitivity", "specificity", "f1_macro", "train_seconds")
+    for key in keys:
         values = [f.get(key) for f in summary["folds"]]
         table.add_row(key, fmt(summary["mean"].get(key)), fmt(summary["std"].get(key)),
                       *[fmt(v) for v in values])
     console.print(table)
+    if pooled:
+        ci = (pooled.get("ci95") or {}).get("roc_auc") or [None, None]
+        console.print(f"pooled out of fold ({pooled['n']} rows, {pooled['n_labels']} labels): "
+                      f"macro ROC AUC {fmt(pooled['roc_auc'])} (95% CI {fmt(ci[0])} - "
+                      f"{fmt(ci[1])}), micro {fmt(pooled['roc_auc_micro'])}, macro PR AUC "
+                      f"{fmt(pooled['pr_auc'])}, subset accuracy "
+                      f"{fmt(pooled['subset_accuracy'])}")
+        console.print(per_label_table(pooled, "per label, pooled out of fold"))
     if "heads" in summary:
         compare = Table(title=f"heads on the same {folds} folds (mean)")
         compare.add_column("head")
@@ -175,6 +192,9 @@ def demo(
     console.print("training a fused image + tabular + text model on synth-derm ...")
     metrics = train_run(cfg, out)
     console.print(f"test: {headline(metrics)}")
+    labels = per_label_table(metrics, "test rows, per label")
+    if labels is not None:
+        console.print(labels)
     for line in uncertainty_lines(metrics):
         console.print(line)
     console.print(f"run directory (metrics.json, predictions.csv, model): [bold]{out}[/]")

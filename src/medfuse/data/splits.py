@@ -242,7 +242,10 @@ def group_labels(
     return labels, report
 
 
-def _folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, ...]]:
+def stratified_group_folds(
+    y: np.ndarray, groups: np.ndarray, k: int, seed: int
+) -> list[tuple[np.ndarray, ...]]:
+    """``k`` grouped folds stratified on ``y``: labels (1-D) or an ``(n, L)`` 0/1 matrix."""
     n_groups = len(np.unique(groups))
     if k < 2:
         raise ConfigError(f"The 'folds' parameter must be >= 2. Got {k} instead.")
@@ -289,7 +292,7 @@ def kfold_splits(
     else:
         report = SplitReport(n_rows=len(df), n_groups=len(np.unique(groups)))
     y = stratification_target(df, spec)
-    folds = [(tr, te) for tr, te in _folds(y, groups, k, seed)]
+    folds = [(tr, te) for tr, te in stratified_group_folds(y, groups, k, seed)]
     report.sizes = {f"fold{i}": len(te) for i, (_, te) in enumerate(folds)}
     return folds, report
 
@@ -320,7 +323,7 @@ def carve(
             "check data.group or lower data.split.hash_distance"
         )
     k = min(max(2, round(1.0 / fraction)), n_groups)
-    rest, held = _folds(y, groups, k, seed)[0]
+    rest, held = stratified_group_folds(y, groups, k, seed)[0]
     return rest, held
 
 

@@ -102,7 +102,7 @@ def _evaluate_multilabel(
     return metrics, predictions_frame(clf, df, proba, raw)
 
 
-def _metrics(clf: Classifier, y: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
+def score(clf: Classifier, y: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
     """Metrics at the model's decision threshold(s): binary / multi-class or multi-label."""
     if getattr(clf, "multilabel", False):
         from medfuse.scoring.metrics import multilabel_metrics
@@ -135,7 +135,7 @@ def modality_subsets(clf: Classifier, df: pd.DataFrame) -> dict[str, Any]:
         for used in combinations(modalities, k):
             without = [m for m in modalities if m not in used]
             proba = clf.predict_proba(df, without=without) if without else full
-            removed["+".join(used)] = _metrics(clf, y, proba)
+            removed["+".join(used)] = score(clf, y, proba)
     # which modalities each row really has (validated as for prediction: empty cells kept)
     clean, _ = validate_table(df, clf.input_spec(), table="evaluate", check_images="exists",
                               require_target=False, training=False)
@@ -147,7 +147,7 @@ def modality_subsets(clf: Classifier, df: pd.DataFrame) -> dict[str, Any]:
         rows = names == name
         available[name or "none"] = {
             "n": int(rows.sum()),
-            **_metrics(clf, y[rows], full[rows]),
+            **score(clf, y[rows], full[rows]),
         }
     return {"modalities": modalities, "removed": removed, "available": available}
 

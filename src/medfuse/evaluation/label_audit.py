@@ -56,15 +56,26 @@ def probability_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if str(c).startswith("prob_")]
 
 
+def is_multilabel(oof: pd.DataFrame) -> bool:
+    """A multi-label predictions table: a ``pred_<label>`` column beside every ``prob_``."""
+    columns = probability_columns(oof)
+    return bool(columns) and all(f"pred_{c[len('prob_'):]}" in oof.columns for c in columns)
+
+
 def label_audit(oof: pd.DataFrame, target: str, image: str | None = None,
-                source: str = "predictions.csv") -> tuple[pd.DataFrame, pd.DataFrame,
-                                                          dict[str, Any]]:
+                source: str = "predictions.csv", sep: str = "|",
+                ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Row table, family table and summary of the label issues in ``oof``.
 
     ``oof`` holds the ``target`` column and ``prob_<class>`` columns, and ideally ``row``
     (the input table's 0-based row) and ``split_group`` (missing: the row's position and
     a group per row). ``image`` names an image column to list per family. ``source``
     names the table in error messages.
+
+    A multi-label table (:func:`is_multilabel`; labels joined by ``sep`` in ``target``) is
+    audited with cleanlab's multi-label filter: ``label`` is the row's given labels,
+    ``suggested_label`` the model's predicted ones (``pred_<label>``), and
+    ``suspect_labels`` the labels whose own binary audit flags the row.
     """
     if target not in oof.columns:
         raise DataError(f"{source} has no '{target}' column (the target): the label audit "
@@ -74,6 +85,8 @@ def label_audit(oof: pd.DataFrame, target: str, image: str | None = None,
         raise DataError(f"{source} has no prob_<class> columns: it holds no probabilities to "
                         "audit the labels with. Rebuild it with `medfuse cv`.")
     classes = [c[len("prob_"):] for c in columns]
+    if is_multilabel(oof):
+        return _multilabel_audit(oof, target, image, classes, sep)
     labels = oof[target].astype(str).to_numpy()
     unknown = sorted(set(labels) - set(classes))
     if unknown:
@@ -99,6 +112,57 @@ def label_audit(oof: pd.DataFrame, target: str, image: str | None = None,
                               kind="stable").reset_index(drop=True)
     families = issue_families(table)
     summary = _summary(table, families, classes, found.notes)
+    if not image or image not in oof:
+        table = table.drop(columns="image")
+    return table, families, summary
+
+
+def _given_labels(oof: pd.DataFrame, target: str, classes: Sequence[str], sep: str
+                  ) -> np.ndarray:
+    """The ``(n, L)`` 0/1 matrix of a multi-label target column (empty / NaN: no label)."""
+    from medfuse.data.labels import multi_hot
+
+    return multi_hot(oof[target].fillna("").astype(str), classes, sep, target)
+
+
+def _multilabel_audit(oof: pd.DataFrame, target: str, image: str | None,
+                      classes: list[str], sep: str
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    from medfuse.scoring.label_issues import find_multilabel_issues
+
+    hot = _given_labels(oof, target, classes, sep)
+    proba = oof[[f"prob_{c}" for c in classes]].apply(pd.to_numeric, errors="coerce"
+                                                      ).to_numpy(dtype=np.float64)
+    found = find_multilabel_issues(hot, proba)
+    names = np.asarray(classes, dtype=object)
+    pred = oof[[f"pred_{c}" for c in classes]].to_numpy(dtype=int).astype(bool)
+    rows = oof["row"].to_numpy() if "row" in oof else np.arange(len(oof))
+    groups = oof["split_group"].to_numpy() if "split_group" in oof else rows
+    table = pd.DataFrame({
+        "row": rows, "label": [sep.join(names[h.astype(bool)]) for h in hot],
+        "suggested_label": [sep.join(names[p]) for p in pred],
+        "quality": np.round(found.quality, 6), "split_group": groups,
+        "is_issue": found.is_issue,
+        "suspect_labels": [sep.join(names[s]) for s in found.suspect],
+    })
+    if "fold" in oof:
+        table["fold"] = oof["fold"].to_numpy()
+    table["image"] = (oof[image].astype(str).to_numpy() if image and image in oof else "")
+    order = np.lexsort((table["quality"].to_numpy(), ~table["is_issue"].to_numpy()))
+    suspect = found.suspect[order]
+    table = table.iloc[order].reset_index(drop=True)
+    families = issue_families(table)
+    summary = _summary(table, families, classes, found.notes)
+    summary["by_label"] = {c: {"rows": int(hot[:, j].sum()),
+                               "issues": int(found.suspect[:, j].sum()),
+                               "issues_in_flagged_rows": int(
+                                   (suspect[:, j] & table["is_issue"].to_numpy()).sum())}
+                           for j, c in enumerate(classes)}
+    summary["method"] = (f"cleanlab confident learning, multi-label ({FILTER_METHOD}, "
+                         "multi_label=True) on out-of-fold probabilities; quality = cleanlab's "
+                         "multi-label self-confidence (exponential moving average over labels); "
+                         "suspect_labels: each label audited alone as a binary task")
+    summary["multilabel"] = True
     if not image or image not in oof:
         table = table.drop(columns="image")
     return table, families, summary
@@ -185,16 +249,21 @@ def plot_montage(table: pd.DataFrame, n: int = 16, columns: int = 4,
     return buf.getvalue()
 
 
-def pooled_metrics(oof: pd.DataFrame, target: str) -> dict[str, Any]:
-    """Accuracy (of ``prediction``), balanced accuracy and ROC AUC pooled over ``oof``'s rows."""
+def pooled_metrics(oof: pd.DataFrame, target: str, sep: str = "|") -> dict[str, Any]:
+    """Accuracy (of ``prediction``), balanced accuracy and ROC AUC pooled over ``oof``'s rows.
+
+    Multi-label: label-wise accuracy, subset accuracy and the macro ROC AUC.
+    """
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
     columns = probability_columns(oof)
     classes = [c[len("prob_"):] for c in columns]
-    y = oof[target].astype(str).to_numpy()
     out: dict[str, Any] = {"n": len(oof)}
     if not len(oof):
         return out
+    if is_multilabel(oof):
+        return {**out, **_pooled_multilabel(oof, target, classes, sep)}
+    y = oof[target].astype(str).to_numpy()
     pred = oof["prediction"].astype(str).to_numpy()
     out["accuracy"] = round(float(accuracy_score(y, pred)), 4)
     out["balanced_accuracy"] = round(float(balanced_accuracy_score(y, pred)), 4)
@@ -211,3 +280,17 @@ def pooled_metrics(oof: pd.DataFrame, target: str) -> dict[str, Any]:
     else:
         out["roc_auc"] = None
     return out
+
+
+def _pooled_multilabel(oof: pd.DataFrame, target: str, classes: list[str], sep: str
+                       ) -> dict[str, Any]:
+    from sklearn.metrics import roc_auc_score
+
+    hot = _given_labels(oof, target, classes, sep)
+    pred = oof[[f"pred_{c}" for c in classes]].to_numpy(dtype=int)
+    proba = oof[[f"prob_{c}" for c in classes]].to_numpy(dtype=np.float64)
+    aucs = [float(roc_auc_score(hot[:, j], proba[:, j])) for j in range(len(classes))
+            if 0 < hot[:, j].sum() < len(hot)]
+    return {"accuracy": round(float((pred == hot).mean()), 4),
+            "subset_accuracy": round(float((pred == hot).all(axis=1).mean()), 4),
+            "roc_auc": round(float(np.mean(aucs)), 4) if aucs else None}

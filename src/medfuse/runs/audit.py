@@ -69,14 +69,15 @@ def audit_predictions(predictions: pd.DataFrame, cfg: RunConfig,
     and text of the most suspect rows (``examples``).
     """
     t0 = time.perf_counter()
+    sep = cfg.data.separator
     table, families, audit = label_audit(predictions, cfg.data.target, cfg.data.image,
-                                         source=source)
+                                         source=source, sep=sep)
     flagged = set(table.loc[table["is_issue"], "row"].tolist())
     rows = predictions["row"] if "row" in predictions else pd.Series(range(len(predictions)),
                                                                    index=predictions.index)
     clean = predictions[~rows.isin(flagged)]
-    audit["metrics_on_all_rows"] = pooled_metrics(predictions, cfg.data.target)
-    audit["metrics_on_rows_not_flagged"] = pooled_metrics(clean, cfg.data.target)
+    audit["metrics_on_all_rows"] = pooled_metrics(predictions, cfg.data.target, sep)
+    audit["metrics_on_rows_not_flagged"] = pooled_metrics(clean, cfg.data.target, sep)
     audit["training"] = {
         "handling": cfg.train.label_issues,
         "flagged_per_fold": [f.get("label_issues_train", {}).get("flagged", 0)

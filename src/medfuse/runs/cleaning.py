@@ -34,7 +34,7 @@ from medfuse.config import RunConfig
 from medfuse.estimators import FusionClassifier
 from medfuse.estimators.hybrid import HybridClassifier
 from medfuse.estimators.hybrid.heads import head_pipeline
-from medfuse.scoring.label_issues import find_issues
+from medfuse.scoring.label_issues import find_issues, find_multilabel_issues
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ def cross_validated_proba(clf: HybridClassifier, X: Any, y: np.ndarray, groups: 
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedGroupKFold
 
+    if y.ndim == 2:
+        return _cross_validated_multilabel(clf, X, y, groups, seed)
     n_classes = int(y.max()) + 1 if len(y) else 0
     smallest = min(len(np.unique(groups[y == c])) for c in np.unique(y))
     folds = max(2, min(INNER_FOLDS, smallest))
@@ -84,9 +86,28 @@ def cross_validated_proba(clf: HybridClassifier, X: Any, y: np.ndarray, groups: 
     return proba
 
 
+def _cross_validated_multilabel(clf: HybridClassifier, X: Any, y: np.ndarray,
+                                groups: np.ndarray, seed: int) -> np.ndarray:
+    """:func:`cross_validated_proba` of a multi-label head: ``(n, L)``, grouped inner folds
+    stratified on every label at once."""
+    from sklearn.base import clone
+
+    from medfuse.data.splits import stratified_group_folds
+    from medfuse.estimators.hybrid.heads import multilabel_proba
+
+    folds = max(2, min(INNER_FOLDS, len(np.unique(groups))))
+    pipe = head_pipeline(clf.head, clf.head_params, "none", clf.seed, clf.class_weight,
+                         dense=not sparse.issparse(X), multilabel=True)
+    proba = np.zeros(y.shape)
+    for fit_idx, pred_idx in stratified_group_folds(y, groups, folds, seed):
+        model = clone(pipe).fit(X[fit_idx], y[fit_idx])
+        proba[pred_idx] = multilabel_proba(model, X[pred_idx])
+    return proba
+
+
 def _issues(handling: str, proba: np.ndarray, y: np.ndarray, t0: float,
             method: str) -> TrainingIssues:
-    found = find_issues(y, proba)
+    found: Any = find_multilabel_issues(y, proba) if y.ndim == 2 else find_issues(y, proba)
     weight = np.ones(len(y))
     if handling == "drop":
         weight[found.is_issue] = 0.0

@@ -17,13 +17,14 @@ import pandas as pd
 
 from medfuse.config import RunConfig
 from medfuse.data import kfold_splits, load_data
+from medfuse.data.labels import stratification_target
 from medfuse.data.splits import carve, group_labels
 from medfuse.distributed import is_primary
 from medfuse.errors import ConfigError, check_option
 from medfuse.estimators import FusionClassifier
 from medfuse.estimators.base import CalibrationWarning
 from medfuse.estimators.hybrid import HEADS, HybridClassifier
-from medfuse.evaluation.evaluate import evaluate, predictions_frame
+from medfuse.evaluation.evaluate import evaluate, predictions_frame, score
 from medfuse.evaluation.families import error_families
 from medfuse.evaluation.label_audit import ISSUE_FAMILIES_FILE, ISSUES_FILE
 from medfuse.evaluation.report import build_cv_report
@@ -47,7 +48,7 @@ from medfuse.runs.folds import (
 )
 from medfuse.runs.models import estimator_from_config
 from medfuse.scoring.conformal import conformal_metrics, missing_classes_problem, parse_sets
-from medfuse.scoring.metrics import classification_metrics, summarize_folds
+from medfuse.scoring.metrics import summarize_folds
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,11 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
     df, validation = load_data(cfg.data)
     groups, grouping = group_labels(df, cfg.data)
     splits, _ = kfold_splits(df, cfg.data, folds, seed=cfg.train.seed, groups=groups)
-    y = df[cfg.data.target].astype(str).to_numpy()
+    y = stratification_target(df, cfg.data)  # labels, or (n, L) 0/1 for multi-label
+    multilabel = cfg.data.multilabel
+    if multilabel and cfg.evaluation.conformal_alpha is not None:
+        log.info("multi-label target: no conformal prediction sets (they are single-label "
+                 "here); every label is scored at its own threshold instead")
     per_head: dict[str, list[dict[str, Any]]] = {h: [] for h in heads or ["model"]}
     oof = []
     missing: list[int] = []
@@ -124,7 +129,7 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
                 )
             train_df, valid_df = df.iloc[train_idx[rest]], df.iloc[train_idx[held]]
             test_df = df.iloc[test_idx]
-            alpha = cfg.evaluation.conformal_alpha
+            alpha = None if multilabel else cfg.evaluation.conformal_alpha
             problem = None if alpha is None or not len(held) else missing_classes_problem(
                 valid_df[cfg.data.target].tolist(),
                 df.iloc[train_idx][cfg.data.target].tolist(), f"fold {i}'s validation rows")
@@ -179,6 +184,8 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
     pooled = pooled_conformal(predictions, cfg, next(iter(per_head.values())))
     if pooled is not None:
         summary["conformal"] = pooled
+    if multilabel:
+        summary["pooled"] = pooled_multilabel(predictions, cfg)
     summary.update(peak_rss_mb=round(peak_rss_mb(), 1), data=validation.to_dict(),
                    groups=grouping.to_dict(), folds_k=folds)
     files = ["config.yaml", "cv_metrics.json", "predictions.csv", FAMILIES_FILE, ISSUES_FILE,
@@ -199,6 +206,66 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
     write_manifest(out, files)
     build_cv_report(out)
     return summary
+
+
+def pooled_multilabel(predictions: pd.DataFrame, cfg: RunConfig, bootstrap: int = 1000
+                      ) -> dict[str, Any]:
+    """``cv_metrics.json["pooled"]`` of a multi-label cross-validation: every out-of-fold
+    row scored at once (:func:`~medfuse.scoring.metrics.multilabel_metrics` at each fold's
+    own thresholds, i.e. the ``pred_<label>`` decisions), with patient-bootstrap 95 % CIs
+    per label and of the macro ROC / PR AUC. The per-label table and the ROC curves of the
+    report are built from it."""
+    from medfuse.data.labels import multi_hot
+    from medfuse.evaluation.multilabel import multilabel_bootstrap_ci
+    from medfuse.scoring.metrics import multilabel_metrics
+
+    labels = [c[len("pred_"):] for c in predictions.columns if str(c).startswith("pred_")]
+    y = multi_hot(predictions[cfg.data.target].fillna("").astype(str), labels,
+                  cfg.data.separator, cfg.data.target)
+    proba = predictions[[f"prob_{c}" for c in labels]].to_numpy(dtype=np.float64)
+    decided = predictions[[f"pred_{c}" for c in labels]].to_numpy(dtype=int)
+    from sklearn.metrics import f1_score
+
+    scored = multilabel_metrics(y, proba, 0.5, labels)
+    ranking = ("roc_auc", "pr_auc", "brier", "ece", "positives", "prevalence")
+    out: dict[str, Any] = {k: scored[k] for k in (
+        "n", "n_labels", "roc_auc", "pr_auc", "roc_auc_macro", "pr_auc_macro", "roc_auc_micro",
+        "pr_auc_micro", "brier", "ece")}
+    out["per_label"] = {}
+    # decisions were made at each fold's own thresholds: score them as made
+    for j, name in enumerate(labels):
+        d, t = decided[:, j], y[:, j]
+        tp, tn = int(((d == 1) & (t == 1)).sum()), int(((d == 0) & (t == 0)).sum())
+        pos, neg, said = int(t.sum()), int(len(t) - t.sum()), int(d.sum())
+        out["per_label"][name] = {
+            **{k: scored["per_label"][name][k] for k in ranking},
+            "accuracy": (tp + tn) / len(t) if len(t) else None,
+            "sensitivity": tp / pos if pos else None,
+            "specificity": tn / neg if neg else None,
+            "ppv": tp / said if said else None,
+            "npv": tn / (len(t) - said) if len(t) - said else None,
+            "f1": float(f1_score(t, d, zero_division=0)),
+        }
+
+    def macro(key: str) -> float | None:
+        values = [v[key] for v in out["per_label"].values() if v[key] is not None]
+        return float(np.mean(values)) if values else None
+
+    out.update(accuracy=float((decided == y).mean()) if len(y) else None,
+               subset_accuracy=float((decided == y).all(axis=1).mean()) if len(y) else None,
+               sensitivity=macro("sensitivity"), specificity=macro("specificity"),
+               f1_macro=float(f1_score(y, decided, average="macro", zero_division=0)),
+               f1_micro=float(f1_score(y, decided, average="micro", zero_division=0)),
+               thresholds="per fold (each fold's validation rows)")
+    groups = predictions["split_group"].astype(str).to_numpy() \
+        if "split_group" in predictions else None
+    ci = multilabel_bootstrap_ci(y, proba, [0.5] * len(labels), labels, groups, bootstrap,
+                                 cfg.train.seed)
+    out["ci95"] = ci["macro"]
+    for name, interval in ci["per_label"].items():
+        out["per_label"][name]["ci95"] = {k: interval[k] for k in ("roc_auc", "pr_auc")
+                                          if k in interval}
+    return out
 
 
 def pooled_conformal(predictions: pd.DataFrame, cfg: RunConfig,
@@ -250,6 +317,8 @@ def _cv_hybrid_fold(
     X_test = clf.transform(test)
     feature_seconds = time.perf_counter() - t0
     y_test = clf.pre_.encode_target(test).numpy()
+    if clf.multilabel:
+        y_test = y_test.astype(int)
     found = None
     if handling != "keep":
         found = hybrid_issues(clf, X, y, fit_groups[:len(y)], handling)
@@ -271,7 +340,7 @@ def _cv_hybrid_fold(
             clf._conformal_sets = None
         proba = clf.predict_proba_features(X_test)
         sets = clf.prediction_sets(test, proba)
-        metrics = classification_metrics(y_test, proba)
+        metrics = score(clf, y_test, proba)
         metrics.update(fit_seconds=round(clf.fit_seconds_, 3),
                        feature_seconds=round(feature_seconds, 2),
                        train_seconds=round(clf.fit_seconds_ + feature_seconds, 2))

@@ -89,3 +89,61 @@ def find_issues(labels: np.ndarray, proba: np.ndarray) -> LabelIssues:
         notes += sorted({str(w.message) for w in caught})
     return LabelIssues(np.asarray(quality, dtype=np.float64), is_issue,
                        proba.argmax(axis=1), notes)
+
+
+@dataclass
+class MultiLabelIssues:
+    """Per row: ``quality`` (cleanlab's multi-label score, low = suspect) and ``is_issue``;
+    per row and label: ``suspect`` (that label's own binary audit flags it)."""
+
+    quality: np.ndarray
+    is_issue: np.ndarray
+    suspect: np.ndarray
+    notes: list[str] = field(default_factory=list)
+
+
+def find_multilabel_issues(hot: np.ndarray, proba: np.ndarray) -> MultiLabelIssues:
+    """Confident-learning issues of a multi-label ``(n, L)`` 0/1 matrix given per-label
+    probabilities ``(n, L)`` (cleanlab's ``multi_label=True`` filter and its multi-label
+    quality score: per-label self-confidence aggregated by an exponential moving average).
+
+    ``suspect[i, j]`` says which label of a flagged row looks wrong: label ``j`` audited
+    alone as a binary task (:func:`find_issues`) flags row ``i``.
+
+    >>> hot = np.array([[1, 0]] * 4 + [[0, 1]] * 4)
+    >>> p = np.array([[.9, .1], [.8, .2], [.9, .1], [.1, .9]] + [[.1, .9]] * 4)
+    >>> found = find_multilabel_issues(hot, p)
+    >>> found.is_issue.nonzero()[0].tolist(), found.suspect[3].tolist()
+    ([3], [True, True])
+    """
+    from cleanlab.filter import find_label_issues
+    from cleanlab.multilabel_classification.rank import get_label_quality_scores
+
+    hot = np.asarray(hot, dtype=int)
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.shape != hot.shape or proba.ndim != 2:
+        raise DataError(f"multi-label issues need one probability per row and label: got "
+                        f"labels of shape {hot.shape} and probabilities of shape {proba.shape}.")
+    n, k = proba.shape
+    if n == 0:
+        empty = np.zeros(0)
+        return MultiLabelIssues(empty, empty.astype(bool), np.zeros((0, k), dtype=bool))
+    if not np.isfinite(proba).all():
+        bad = int(np.flatnonzero(~np.isfinite(proba).all(axis=1))[0])
+        raise DataError(f"label issues: the probabilities of row {bad} are not finite "
+                        f"({proba[bad].tolist()}); the predictions must be complete.")
+    proba = np.clip(proba, 0.0, 1.0)
+    lists = [np.flatnonzero(row).tolist() for row in hot]
+    quality = get_label_quality_scores(lists, proba)
+    notes: list[str] = []
+    suspect = np.zeros((n, k), dtype=bool)
+    for j in range(k):
+        one = find_issues(hot[:, j], np.c_[1.0 - proba[:, j], proba[:, j]])
+        suspect[:, j] = one.is_issue
+        notes += [f"label {j}: {note}" for note in one.notes]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        is_issue = np.asarray(find_label_issues(lists, proba, filter_by=FILTER_METHOD,
+                                                multi_label=True), dtype=bool)
+    notes += sorted({str(w.message) for w in caught})
+    return MultiLabelIssues(np.asarray(quality, dtype=np.float64), is_issue, suspect, notes)
