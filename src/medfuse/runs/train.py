@@ -37,7 +37,7 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]
     clf = estimator_from_config(cfg)
     valid = df.iloc[split.valid]
     ev = cfg.evaluation
-    if ev.conformal_alpha is not None:  # fail before training, not after
+    if ev.conformal_alpha is not None and not cfg.data.multilabel:  # fail before training
         check_calibration_classes(valid[cfg.data.target].tolist(),
                                   df[cfg.data.target].dropna().tolist(), "the validation rows")
     found = None
@@ -56,8 +56,9 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]
                               seed=cfg.train.seed, subgroups=ev.subgroups,
                               bins=ev.subgroup_bins)
     subgroups = metrics.pop("subgroups", None)
+    if not cfg.data.multilabel:  # multi-label: metrics["thresholds"], one per label
+        metrics["threshold"] = clf.threshold_
     metrics.update(
-        threshold=clf.threshold_,
         train_seconds=round(clf.training_seconds(), 2),
         peak_rss_mb=round(peak_rss_mb(), 1),
         epochs=getattr(clf, "epochs_", None),

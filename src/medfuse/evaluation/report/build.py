@@ -34,6 +34,7 @@ from medfuse.evaluation.report.inputs import _Plots, _Predictions, _read_config,
 from medfuse.evaluation.report.sections import (
     calibration_section,
     data_section,
+    per_label_section,
     performance_section,
     summary_section,
     training_section,
@@ -57,6 +58,7 @@ SECTIONS: dict[str, str] = {
     "model-card": "Model card",
     "cv-summary": "Cross-validation",
     "error-families": "Error families",
+    "per-label": "Per label",
 }
 NOT_AVAILABLE = "not available for this run"
 
@@ -130,9 +132,10 @@ def build_report(run: Path, out: Path | None = None) -> Path:
         ("summary", summary_section(metrics)),
         ("data", data_section(metrics, report, report_problem, plots)),
         ("training", training_section(run, metrics, config_text, config_problem, plots)),
-        ("performance", performance_section(preds, plots)),
+        ("performance", performance_section(preds, plots, metrics.get("per_label"))),
         ("calibration", calibration_section(metrics, preds, plots)),
-        ("uncertainty", conformal_section(metrics.get("conformal"), plots)),
+        ("uncertainty", conformal_section(metrics.get("conformal"), plots,
+                                          multilabel=preds.multilabel)),
         ("subgroups", subgroups_section(subgroups, subgroups_problem)),
     ]
     if isinstance(ablation, dict):
@@ -173,10 +176,17 @@ def build_cv_report(run: Path, out: Path | None = None) -> Path:
                           "cross-validation.")
     cfg, _, _ = _read_config(run / "config.yaml")
     plots = _Plots(run / "plots")
-    contexts = [
-        ("cv-summary", cv_summary_section(metrics)),
+    contexts = [("cv-summary", cv_summary_section(metrics))]
+    pooled = metrics.get("pooled")
+    if isinstance(pooled, dict) and (run / "predictions.csv").is_file():  # multi-label
+        preds = _Predictions(pd.read_csv(run / "predictions.csv"),
+                             cfg.data if cfg is not None else None)
+        contexts.append(("per-label", per_label_section(
+            preds, pooled.get("per_label"), plots, scope="rows, each predicted out of fold")))
+    contexts += [
         ("uncertainty", conformal_section(metrics.get("conformal"), plots,
-                                          scope="out-of-fold rows")),
+                                          scope="out-of-fold rows",
+                                          multilabel=isinstance(pooled, dict))),
         ("error-families", error_families_section(run, metrics)),
         ("label-audit", label_audit_section(run, metrics.get("label_issues"), plots)),
     ]

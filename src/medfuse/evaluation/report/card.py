@@ -74,14 +74,32 @@ def model_card(metrics: Mapping[str, Any], cfg: RunConfig | None, preds: _Predic
         "source": str(source),
         "rows": rows,
         "classes": list(preds.classes),
-        "positive": preds.positive,
+        "positive": None if preds.multilabel else preds.positive,
+        "multilabel": preds.multilabel,
         "modalities": (", ".join(spec.modalities) if spec is not None
                        else "unknown (no config.yaml)"),
         "n": metrics.get("n"),
-        "metrics": [{"label": HEADLINE_METRICS[k], "value": metrics[k], "ci": ci95.get(k)}
-                    for k in CARD_METRICS if k in metrics],
+        "metrics": _card_metrics(metrics, ci95, preds.multilabel),
         "subgroups": _subgroups_text(subgroups),
         "calibration": _calibration_text(metrics),
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "version": medfuse_version(),
     }
+
+
+#: a multi-label model's card: what each headline figure is over the labels
+MULTILABEL_CARD = {"accuracy": "Accuracy (label-wise, 1 - Hamming loss)",
+                   "subset_accuracy": "Subset accuracy (every label right)",
+                   "roc_auc": "ROC AUC (macro over labels)",
+                   "roc_auc_micro": "ROC AUC (micro: every row and label pooled)",
+                   "pr_auc": "PR AUC (macro over labels)",
+                   "sensitivity": "Sensitivity (macro over labels)",
+                   "specificity": "Specificity (macro over labels)",
+                   "ece": "ECE (mean over labels)"}
+
+
+def _card_metrics(metrics: Mapping[str, Any], ci95: Mapping[str, Any], multilabel: bool
+                  ) -> list[dict[str, Any]]:
+    names = MULTILABEL_CARD if multilabel else {k: HEADLINE_METRICS[k] for k in CARD_METRICS}
+    return [{"label": label, "value": metrics[k], "ci": ci95.get(k)}
+            for k, label in names.items() if k in metrics]

@@ -105,7 +105,10 @@ def data_report(
         ``{column: {label: {"n", "mean", "std", "median", "q1", "q3", "min", "max"}}}``;
         ``text_length`` ``{label: {"median_words", "mean_words"}}`` when ``spec.text``
         (``None`` otherwise); ``duplicates``. Rows with a missing target count only in
-        ``n_rows`` and ``missing``.
+        ``n_rows`` and ``missing``. A multi-label spec (``multilabel`` True) counts each
+        label's rows in ``class_balance``, ``continuous_by_class`` and ``text_length`` (a
+        row counts for every label it has) and has no positive class, so
+        ``positive_rate_by_category`` is empty.
 
     Raises
     ------
@@ -121,10 +124,21 @@ def data_report(
             f"columns present: {list(map(str, df.columns))}"
         )
     target = as_category_strings(df[spec.target])
+    if spec.multilabel:  # an empty cell is "no label", not a missing one
+        target = target.fillna("")
     labelled = target.notna()
     labels = target[labelled].astype(str)
-    classes = sorted(labels.unique().tolist())
-    positive = _positive_label(classes, spec)
+    if spec.multilabel:  # each label's rows (a row may have several, or none)
+        from medfuse.data.labels import label_names, multi_hot
+
+        classes = list(spec.targets) if spec.targets else label_names(labels, spec.separator)
+        hot = multi_hot(labels, classes, spec.separator, spec.target).astype(bool)
+        members = {c: hot[:, j] for j, c in enumerate(classes)}
+        positive = None
+    else:
+        classes = sorted(labels.unique().tolist())
+        members = {c: (labels == c).to_numpy() for c in classes}
+        positive = _positive_label(classes, spec)
     is_pos = labels == positive
 
     columns = list(dict.fromkeys(spec.columns().values()))
@@ -132,12 +146,13 @@ def data_report(
         "n_rows": len(df),
         "target": spec.target,
         "positive": positive,
-        "class_balance": {c: int((labels == c).sum()) for c in classes},
+        "class_balance": {c: int(members[c].sum()) for c in classes},
+        "multilabel": spec.multilabel,
         "missing": {c: _missing_count(df[c]) for c in columns},
     }
 
     by_category: dict[str, list[dict[str, Any]]] = {}
-    for col in spec.categorical:
+    for col in spec.categorical if not spec.multilabel else []:  # one positive class only
         levels = as_category_strings(df[col])[labelled].fillna(MISSING_LEVEL)
         rows = []
         names = sorted(set(levels.tolist()) - {MISSING_LEVEL})
@@ -153,8 +168,7 @@ def data_report(
     by_class: dict[str, dict[str, dict[str, Any]]] = {}
     for col in spec.continuous:
         values = pd.to_numeric(df[col], errors="coerce")[labelled]
-        by_class[col] = {c: _describe_numbers(values[(labels == c).to_numpy()])
-                         for c in classes}
+        by_class[col] = {c: _describe_numbers(values[members[c]]) for c in classes}
     report["continuous_by_class"] = by_class
 
     text_length: dict[str, dict[str, float | None]] | None = None
@@ -164,7 +178,7 @@ def data_report(
         words = np.array([len(t.split()) for t in texts[present].astype(str)], dtype=float)
         text_length = {}
         for c in classes:
-            w = words[(labels == c).to_numpy()[present]]
+            w = words[members[c][present]]
             text_length[c] = {
                 "median_words": _jsonable(np.median(w)) if len(w) else None,
                 "mean_words": _jsonable(w.mean()) if len(w) else None,
@@ -200,9 +214,11 @@ def plot_data_report(report: Mapping[str, Any]) -> list[tuple[str, bytes]]:
         bars = ax.bar([mpl(c) for c in names], counts,
                       color=[COLORS[i % len(COLORS)] for i in range(len(names))])
         ax.bar_label(bars, labels=[str(c) for c in counts], fontsize=8)
-        ax.set_xlabel("Class")
+        multilabel = bool(report.get("multilabel"))
+        ax.set_xlabel("Label" if multilabel else "Class")
         ax.set_ylabel("Rows")
-        ax.set_title("Class balance")
+        ax.set_title("Label prevalence (rows with each label; a row may have several)"
+                     if multilabel else "Class balance", fontsize=10 if multilabel else None)
         if len(names) > 4:
             ax.tick_params(axis="x", labelrotation=45)
         plots.append(("Class balance", to_png(fig)))

@@ -78,6 +78,17 @@ class _Predictions:
         self.truth: pd.Series | None = None
         if self.target_column is not None:
             self.truth = as_category_strings(df[self.target_column]).fillna("").astype(str)
+        # multi-label: a pred_<label> column beside every prob_<label>
+        self.multilabel = all(f"pred_{c}" in df.columns for c in self.classes)
+        self.hot: np.ndarray | None = None  # (n, L) 0/1 truth of a multi-label table
+        self.decided: np.ndarray | None = None
+        if self.multilabel:
+            self.decided = df[[f"pred_{c}" for c in self.classes]].to_numpy(dtype=int)
+            if self.truth is not None:
+                sep = spec.separator if spec is not None else "|"
+                given = [set(filter(None, v.split(sep))) for v in self.truth]
+                self.hot = np.array([[int(c in g) for c in self.classes] for g in given],
+                                    dtype=int).reshape(len(df), len(self.classes))
 
     def _target_column(self, spec: DataSpec | None) -> str | None:
         if spec is not None:
@@ -98,6 +109,8 @@ class _Predictions:
         """Rows whose true class is one of the classes."""
         if self.truth is None:
             return np.zeros(len(self.df), dtype=bool)
+        if self.multilabel:  # every row is labelled: an empty cell is "no label"
+            return np.ones(len(self.df), dtype=bool)
         return self.truth.isin(self.classes).to_numpy()
 
 

@@ -295,3 +295,45 @@ def plot_reliability(
     hist.set_xlabel("Predicted probability")
     hist.set_ylabel("Count")
     return to_png(fig)
+
+
+def plot_roc_pr_per_label(y_true: np.ndarray, proba: np.ndarray, labels: Sequence[str]) -> bytes:
+    """One ROC and one precision-recall curve per label of a multi-label task, side by side.
+
+    ``y_true`` and ``proba`` are ``(n, L)``: 0/1 truth and each label's probability. The
+    legends give each label's ROC AUC / average precision; a label with one outcome only
+    among the rows is listed as "one class: no curve".
+    """
+    from matplotlib import colormaps
+    from sklearn import metrics as skm
+
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(proba, dtype=float)
+    fig = new_figure(11.0, 5.0)
+    ax_roc, ax_pr = fig.subplots(1, 2)
+    ax_roc.set_title("ROC curve per label")
+    ax_pr.set_title("Precision-recall curve per label")
+    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    for j, name in enumerate(labels):
+        color = cmap(j % cmap.N)
+        if len(np.unique(y[:, j])) < 2:
+            ax_roc.plot([], [], color=color, label=f"{name}: one class, no curve")
+            continue
+        fpr, tpr, _ = skm.roc_curve(y[:, j], p[:, j])
+        ax_roc.plot(fpr, tpr, color=color, lw=1.5,
+                    label=f"{name} ({fmt(skm.roc_auc_score(y[:, j], p[:, j]))})")
+        precision, recall, _ = skm.precision_recall_curve(y[:, j], p[:, j])
+        ax_pr.step(recall, precision, where="post", color=color, lw=1.5,
+                   label=f"{name} ({fmt(skm.average_precision_score(y[:, j], p[:, j]))})")
+    ax_roc.plot([0, 1], [0, 1], ls="--", color="grey", label="chance (0.5000)")
+    ax_roc.set_xlabel("False positive rate (1 - specificity)")
+    ax_roc.set_ylabel("True positive rate (sensitivity)")
+    ax_pr.set_xlabel("Recall (sensitivity)")
+    ax_pr.set_ylabel("Precision (PPV)")
+    for ax in (ax_roc, ax_pr):
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right" if ax is ax_roc else "lower left", fontsize=7)
+    return to_png(fig)

@@ -25,6 +25,7 @@ from medfuse.evaluation.report.plots import (
     plot_learning_curves,
     plot_reliability,
     plot_roc_pr,
+    plot_roc_pr_per_label,
 )
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "RUN_NUMBERS",
     "calibration_section",
     "data_section",
+    "per_label_section",
     "performance_section",
     "summary_section",
     "training_section",
@@ -148,8 +150,46 @@ def training_section(run: Path, metrics: Mapping[str, Any], config_text: str | N
     }
 
 
-def performance_section(preds: _Predictions, plots: _Plots) -> dict[str, Any]:
-    """Confusion matrix (table and plot) and ROC / PR curves; ``labelled`` None without truth."""
+def per_label_section(preds: _Predictions, per_label: Mapping[str, Any] | None,
+                      plots: _Plots, scope: str = "test rows") -> dict[str, Any]:
+    """A multi-label model's labels: one table row per label (counts of true / false
+    positives and negatives at the label's threshold, ROC / PR AUC with 95 % CIs from
+    ``per_label``) and the ROC / PR curves of every label; ``labelled`` None without truth."""
+    if preds.hot is None or preds.decided is None:
+        return {"labelled": None, "multilabel": True}
+    y, d = preds.hot, preds.decided
+    rows = []
+    for j, name in enumerate(preds.classes):
+        m = dict((per_label or {}).get(name) or {})
+        ci = m.get("ci95") or {}
+        rows.append({
+            "label": name, "positives": int(y[:, j].sum()),
+            "tp": int(((d[:, j] == 1) & (y[:, j] == 1)).sum()),
+            "fp": int(((d[:, j] == 1) & (y[:, j] == 0)).sum()),
+            "fn": int(((d[:, j] == 0) & (y[:, j] == 1)).sum()),
+            "tn": int(((d[:, j] == 0) & (y[:, j] == 0)).sum()),
+            "roc_auc": m.get("roc_auc"), "roc_ci": ci.get("roc_auc"),
+            "pr_auc": m.get("pr_auc"), "sensitivity": m.get("sensitivity"),
+            "specificity": m.get("specificity"), "threshold": m.get("threshold"),
+        })
+    figure = plots.add(
+        "roc_pr_per_label", plot_roc_pr_per_label(y, preds.proba, preds.classes),
+        "ROC and precision-recall curves per label",
+        f"Each label scored alone on the {scope} (its prob_ column against its 0/1 truth); "
+        "legends: ROC AUC / average precision; dashed line: chance.")
+    return {"labelled": len(y), "multilabel": True, "scope": scope, "rows": rows,
+            "figure": figure, "subset_accuracy": float((d == y).all(axis=1).mean())
+            if len(y) else None}
+
+
+def performance_section(preds: _Predictions, plots: _Plots,
+                        per_label: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Confusion matrix (table and plot) and ROC / PR curves; ``labelled`` None without truth.
+
+    A multi-label model gets :func:`per_label_section` instead.
+    """
+    if preds.multilabel:
+        return per_label_section(preds, per_label, plots)
     mask = preds.labelled
     if preds.truth is None or not mask.any():
         return {"labelled": None}
@@ -194,6 +234,20 @@ def calibration_section(metrics: Mapping[str, Any], preds: _Predictions,
     mask = preds.labelled
     if preds.truth is None or not mask.any():
         return {"facts": facts, "figure": None, "decision": decision}
+    if preds.hot is not None:  # multi-label: every (row, label) pair, pooled
+        after, hot = preds.proba.ravel(), preds.hot.ravel()
+        if preds.raw_proba is not None:
+            png = plot_reliability(hot, preds.raw_proba.ravel(), after, bins=REPORT_ECE_BINS)
+        else:
+            png = plot_reliability(hot, after, bins=REPORT_ECE_BINS)
+        figure = plots.add("reliability", png, "Reliability diagram", (
+            "Every (row, label) pair pooled: a label's probability against how often the "
+            "label is present"
+            + (", before (raw_prob_) and after (prob_) the per-label temperatures"
+               if preds.raw_proba is not None else "")
+            + f"; {REPORT_ECE_BINS} equal-width bins (metrics.json's ece is the mean of the "
+            "labels' own)."))
+        return {"facts": facts, "figure": figure, "decision": decision}
     truth = preds.truth[mask].to_numpy()
     classes = np.asarray(preds.classes)
     after = preds.proba[mask]

@@ -35,8 +35,14 @@ def _row(scope: str, name: str, m: Mapping[str, Any], target: float,
             "below": bool(below)}
 
 
+MULTILABEL_NO_SETS = ("a multi-label model has no conformal prediction sets (medfuse's sets "
+                      "are class-conditional sets of one label among several); each label is "
+                      "decided at its own threshold, fitted on the validation rows (see the "
+                      "per-label table)")
+
+
 def conformal_section(conformal: Mapping[str, Any] | None, plots: _Plots,
-                      scope: str = "test rows") -> dict[str, Any]:
+                      scope: str = "test rows", multilabel: bool = False) -> dict[str, Any]:
     """Context of the Uncertainty section (``available`` False with ``problem`` otherwise).
 
     ``scope`` names the rows the coverage was measured on (``"test rows"`` or
@@ -44,7 +50,7 @@ def conformal_section(conformal: Mapping[str, Any] | None, plots: _Plots,
     ``2 * sqrt(alpha (1 - alpha) / n)`` (two binomial standard errors) below the target.
     """
     if not isinstance(conformal, Mapping) or conformal.get("coverage") is None:
-        return {"available": False, "problem": NO_SETS}
+        return {"available": False, "problem": MULTILABEL_NO_SETS if multilabel else NO_SETS}
     alpha = float(conformal["alpha"])
     target = 1.0 - alpha
 
