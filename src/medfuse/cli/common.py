@@ -61,8 +61,8 @@ def headline(metrics: dict[str, Any]) -> str:
     >>> headline({"n": 10, "accuracy": 0.9, "other": 1})
     'n=10, accuracy=0.9000'
     """
-    keys = ("n", "accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity",
-            "specificity", "train_seconds", "peak_rss_mb")
+    keys: tuple[str, ...] = ("n", "accuracy", "balanced_accuracy", "roc_auc", "pr_auc",
+                             "sensitivity", "specificity", "train_seconds", "peak_rss_mb")
     if "per_label" in metrics:  # multi-label: macro means, label-wise accuracy
         keys = ("n", "n_labels", "accuracy", "subset_accuracy", "roc_auc", "roc_auc_micro",
                 "pr_auc", "f1_macro", "sensitivity", "specificity", "train_seconds",

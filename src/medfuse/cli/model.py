@@ -21,6 +21,9 @@ def explain(
     rows: Annotated[int, typer.Option(help="explain the first N rows")] = 4,
     threshold: Annotated[float, typer.Option(
         help="percentile (0-1) of image attribution kept for the regions")] = 0.9,
+    label: Annotated[str | None, typer.Option(
+        help="the class, or for a multi-label model the finding, to explain (default: the "
+        "predicted class / each row's most probable finding)")] = None,
     allow_outside_paths: OutsideOption = False,
 ) -> None:
     """Explain predictions: image regions, words, tabular features, modality shares."""
@@ -35,10 +38,18 @@ def explain(
     df, _ = load_table(data, spec, check_images="exists", require_target=False,
                        training=False)
     n = min(rows, len(df))
-    result = explain_rows(clf, df, rows=list(range(n)), out_dir=out, threshold=threshold)
+    result = explain_rows(clf, df, rows=list(range(n)), out_dir=out, threshold=threshold,
+                          label=label)
     for r in result:
         shares = ", ".join(f"{k} {v:.0%}" for k, v in r["modalities"].items())
-        console.print(f"row {r['row']}: {r['prediction']} (p={r['probability']:.3f}); {shares}")
+        if "predicted_labels" in r:  # multi-label
+            found = ", ".join(r["predicted_labels"]) or "none"
+            console.print(f"row {r['row']}: {r['label']} (p={r['probability']:.3f}, "
+                          f"{'present' if r['present'] else 'absent'}; findings: {found}); "
+                          f"{shares}")
+        else:
+            console.print(f"row {r['row']}: {r['prediction']} (p={r['probability']:.3f}); "
+                          f"{shares}")
     console.print(
         f"written: [bold]{out / 'explanations.json'}[/] and [bold]{out / 'index.html'}[/]"
     )

@@ -80,8 +80,8 @@ def cv(
     for col in ("metric", "mean", "std", *[f"fold {i}" for i in range(folds)]):
         table.add_column(col)
     pooled = summary.get("pooled")  # multi-label: the folds' macro means, then per label
-    keys = ("accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity",
-            "specificity", "f1_macro", "train_seconds")
+    keys: tuple[str, ...] = ("accuracy", "balanced_accuracy", "roc_auc", "pr_auc",
+                             "sensitivity", "specificity", "f1_macro", "train_seconds")
     if pooled:
         keys = ("accuracy", "subset_accuracy", "roc_auc", "roc_auc_micro", "pr_auc",
                 "sensitivity", "specificity", "f1_macro", "train_seconds")

@@ -109,6 +109,7 @@ def explain(
     internal_batch_size: int = 8,
     max_regions: int = 3,
     method: str = "dbscan",
+    label: str | None = None,
 ) -> list[dict[str, Any]]:
     """Explain the predictions of a fitted estimator for rows of ``df``.
 
@@ -133,12 +134,16 @@ def explain(
         Integrated-gradients steps, and how many are forwarded at once (memory).
     max_regions, method:
         Passed to :func:`~medfuse.explain.regions.localise`.
+    label:
+        The class (or, multi-label, the finding) to explain in every row; default the
+        predicted class, or for a multi-label model each row's most probable label.
 
     Returns
     -------
     list of dict
         Per row: ``row`` (position), ``prediction`` (label), ``probability`` (of the
-        predicted class, calibrated), ``modalities`` ``{name: share}`` summing to 1,
+        predicted class, calibrated; multi-label: of the explained ``label``, with
+        ``present`` (its decision), ``predicted_labels`` and ``label_probabilities``), ``modalities`` ``{name: share}`` summing to 1,
         ``regions`` ``[{x, y, r, score}]`` in original image pixels, ``words``
         ``[{token, score}]`` (plus ``view`` for several text views) and ``features``
         ``[{name, value, score}]``; scores > 0 support the prediction.
@@ -148,7 +153,19 @@ def explain(
     positions = check_rows(rows, len(df))
     sub = df.iloc[positions]
     proba = clf.predict_proba(sub) if len(sub) else np.zeros((0, len(clf.classes_)))
-    labels = clf.decide(proba) if len(sub) else np.array([], dtype=object)
+    multilabel = bool(getattr(clf, "multilabel", False))
+    if label is not None:
+        if label not in [str(c) for c in clf.classes_]:
+            raise ConfigError(f"--label {label!r} is not one of the model's "
+                              f"{'labels' if multilabel else 'classes'} "
+                              f"{[str(c) for c in clf.classes_]}; pick one of them.")
+        labels = np.array([label] * len(sub), dtype=object)
+    elif multilabel:  # each row's most probable label (decided or not)
+        labels = np.asarray(clf.classes_, dtype=object)[proba.argmax(axis=1)] \
+            if len(sub) else np.array([], dtype=object)
+    else:
+        labels = clf.decide(proba) if len(sub) else np.array([], dtype=object)
+    decided = clf.decide(proba) if multilabel and len(sub) else None
     state = _HybridState(fitted) if clf.kind == "hybrid" else None
     out_path = Path(out_dir) if out_dir is not None else None
     if out_path is not None:
@@ -156,12 +173,18 @@ def explain(
     results = []
     for k, pos in enumerate(positions):
         frame = sub.iloc[[k]]
-        target = list(clf.classes_).index(labels[k])
+        target = [str(c) for c in clf.classes_].index(str(labels[k]))
         entry: dict[str, Any] = {
             "row": pos, "prediction": to_jsonable(labels[k]),
             "probability": float(proba[k, target]), "modalities": {}, "regions": [],
             "words": [], "features": [],
         }
+        if decided is not None:  # multi-label: the explained label and every decision
+            names = np.asarray(clf.classes_, dtype=object)
+            entry.update(label=to_jsonable(labels[k]), present=bool(decided[k, target]),
+                         predicted_labels=[str(c) for c in names[decided[k].astype(bool)]],
+                         label_probabilities={str(c): float(proba[k, j])
+                                              for j, c in enumerate(clf.classes_)})
         if state is not None:
             extra = _explain_hybrid_row(fitted, state, frame, target, entry, threshold,
                                         max_regions, method, steps, internal_batch_size)
@@ -185,7 +208,19 @@ class _HybridState:
     def __init__(self, clf: Any) -> None:
         from medfuse.explain.hybrid import HeadExplainer
 
+        self.clf = clf
         self.head = HeadExplainer(clf)
+        self._labels: dict[int, Any] = {0: self.head}
+
+    def explainer(self, target: int) -> Any:
+        """The head explainer of class / label ``target`` (one per label, multi-label)."""
+        if not getattr(self.clf, "multilabel", False):
+            return self.head
+        from medfuse.explain.hybrid import HeadExplainer
+
+        if target not in self._labels:
+            self._labels[target] = HeadExplainer(self.clf, label=target)
+        return self._labels[target]
 
 
 def _regions(clf: Any, path: str, amap: np.ndarray, threshold: float, max_regions: int,
@@ -249,10 +284,11 @@ def _explain_hybrid_row(clf: Any, state: _HybridState, frame: pd.DataFrame, targ
     from medfuse.explain.hybrid import text_occlusion
 
     X = clf.transform(frame)
-    entry["modalities"] = hybrid_shares(clf, X, target, state.head)
+    head = state.explainer(target)
+    entry["modalities"] = hybrid_shares(clf, X, target, head)
     extra: dict[str, Any] = {}
     if clf.pre_.tabular_ is not None:
-        entry["features"] = hybrid_features(clf, X, target, frame.iloc[0], state.head)
+        entry["features"] = hybrid_features(clf, X, target, frame.iloc[0], head)
     if clf.spec.text:
         entry["words"] = text_occlusion(clf, frame, target)
     if clf.spec.image:

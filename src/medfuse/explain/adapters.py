@@ -113,7 +113,8 @@ def _hybrid_forward(clf: Any, frame: pd.DataFrame, predicted: int | None) -> Ima
     layout = feature_layout(clf, X.shape[1])
     assert layout.image is not None
     cols = layout.image
-    linear = HeadExplainer(clf).kind == "linear"
+    # a multi-label head's per-label estimators have no torch twin: occlusion through numpy
+    linear = not clf.multilabel and HeadExplainer(clf).kind == "linear"
 
     def fn(images: torch.Tensor) -> torch.Tensor:
         if linear:

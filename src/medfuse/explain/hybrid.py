@@ -145,14 +145,27 @@ def _adaboost_trees(est: Any, col: int) -> dict[str, Any]:
 class HeadExplainer:
     """Per-column contributions of a hybrid model's head (see the module docstring)."""
 
-    def __init__(self, clf: Any) -> None:
+    def __init__(self, clf: Any, label: int | None = None) -> None:
         from sklearn.ensemble import AdaBoostClassifier
         from sklearn.linear_model._base import LinearClassifierMixin
 
         self.clf = clf
         self.steps = clf.head_[:-1] if len(clf.head_) > 1 else None
         self.est = clf.head_[-1]
-        self.head_classes = [int(c) for c in clf.head_.classes_]
+        # a multi-label head explains one label (``label``, an index of ``classes_``): its
+        # own binary head (one per label), or its output of a multi-label XGBoost model
+        self.label: int | None = None
+        self._binary_of_label = False
+        if getattr(clf, "multilabel", False):
+            self.label = 0 if label is None else int(label)
+            if hasattr(self.est, "estimators_"):
+                self.est = self.est.estimators_[self.label]
+                self._binary_of_label = True
+                self.head_classes = [0, 1]
+            else:
+                self.head_classes = list(range(len(clf.classes_)))
+        else:
+            self.head_classes = [int(c) for c in clf.head_.classes_]
         if isinstance(self.est, LinearClassifierMixin) and hasattr(self.est, "coef_"):
             self.kind = "linear"
         elif isinstance(self.est, AdaBoostClassifier):
@@ -173,6 +186,8 @@ class HeadExplainer:
                 "ablation": "ablation to the training mean"}[self.kind]
 
     def _column(self, target: int) -> int | None:
+        if self._binary_of_label:  # the label's positive output
+            return 1 if target == self.label else None
         return self.head_classes.index(target) if target in self.head_classes else None
 
     def _scaled(self, X: Any) -> Any:

@@ -42,28 +42,10 @@ def predict_inputs(model: ServedModel, inputs: Inputs, explain: bool,
                                       "probabilities are not finite); check the "
                                       "inputs' ranges")])
         classes = [str(c) for c in model.clf.classes_]
-        decision = str(model.clf.decide(proba)[0])
-        pos = model.positive_index()
-        out: dict[str, Any] = {
-            "probability": float(proba[0, pos]),
-            "positive_class": classes[pos],
-            "probabilities": {c: float(p) for c, p in zip(classes, proba[0], strict=True)},
-            "decision": decision,
-            "threshold": float(model.clf.threshold_),
-            "modalities": None,
-            "missing": missing,
-            "warnings": warnings,
-            "backend": model.backend,
-        }
-        sets = model.prediction_sets(df, proba)
-        if sets is None:
-            out.update(prediction_set=None, abstain=None, conformal_alpha=None)
-            out["warnings"].append(NO_CONFORMAL)
+        if getattr(model.clf, "multilabel", False):
+            out = multilabel_answer(model, proba, classes, warnings, missing)
         else:
-            out.update(prediction_set=[c for c, keep in zip(classes, sets[0], strict=True)
-                                       if keep],
-                       abstain=bool(sets[0].sum() != 1),
-                       conformal_alpha=model.conformal_alpha())
+            out = single_label_answer(model, df, proba, classes, warnings, missing)
         gates = model.gate_weights(df)
         if gates is not None:
             out["gates"] = gates
@@ -76,6 +58,66 @@ def predict_inputs(model: ServedModel, inputs: Inputs, explain: bool,
             out["modalities"] = entry.get("modalities")
             out["explanation"] = explanation
         return out
+
+
+def single_label_answer(model: ServedModel, df: Any, proba: np.ndarray, classes: list[str],
+                        warnings: list[str], missing: Any) -> dict[str, Any]:
+    """The answer's decision part for a single-label model: the positive class's
+    probability, the decision at the threshold and the conformal prediction set."""
+    decision = str(model.clf.decide(proba)[0])
+    pos = model.positive_index()
+    out: dict[str, Any] = {
+        "probability": float(proba[0, pos]),
+        "positive_class": classes[pos],
+        "probabilities": {c: float(p) for c, p in zip(classes, proba[0], strict=True)},
+        "decision": decision,
+        "threshold": float(model.clf.threshold_),
+        "modalities": None,
+        "missing": missing,
+        "warnings": warnings,
+        "backend": model.backend,
+    }
+    sets = model.prediction_sets(df, proba)
+    if sets is None:
+        out.update(prediction_set=None, abstain=None, conformal_alpha=None)
+        out["warnings"].append(NO_CONFORMAL)
+    else:
+        out.update(prediction_set=[c for c, keep in zip(classes, sets[0], strict=True)
+                                   if keep],
+                   abstain=bool(sets[0].sum() != 1),
+                   conformal_alpha=model.conformal_alpha())
+    return out
+
+
+def multilabel_answer(model: ServedModel, proba: np.ndarray, classes: list[str],
+                      warnings: list[str], missing: Any) -> dict[str, Any]:
+    """The answer's decision part for a multi-label model: every finding with its
+    probability, its own threshold and whether it is present; ``probability`` /
+    ``positive_class`` are the most probable finding's (the one explained), ``decision``
+    the findings present, joined as in the training table (``"none"`` for none)."""
+    decided = np.asarray(model.clf.decide(proba))[0].astype(bool)
+    thresholds = [float(t) for t in getattr(model.clf, "thresholds", [0.5] * len(classes))]
+    top = int(np.argmax(proba[0]))
+    present = [c for c, d in zip(classes, decided, strict=True) if d]
+    return {
+        "probability": float(proba[0, top]),
+        "positive_class": classes[top],
+        "probabilities": {c: float(p) for c, p in zip(classes, proba[0], strict=True)},
+        "findings": [{"label": c, "probability": float(proba[0, j]), "present": bool(decided[j]),
+                      "threshold": thresholds[j]} for j, c in enumerate(classes)],
+        "predicted_labels": present,
+        "decision": model.spec.separator.join(present) if present else "none",
+        "threshold": thresholds[top],
+        "modalities": None,
+        "missing": missing,
+        "warnings": [*warnings, MULTILABEL_NO_SETS],
+        "backend": model.backend,
+        "prediction_set": None, "abstain": None, "conformal_alpha": None,
+    }
+
+
+MULTILABEL_NO_SETS = ("multi-label model: each finding is decided at its own threshold "
+                      "(fitted on the validation rows); there are no conformal prediction sets")
 
 
 def upload_suffix(data: bytes, name: str) -> str:

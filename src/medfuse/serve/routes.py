@@ -78,6 +78,10 @@ def build_router(model: ServedModel, audit: AuditLog, *, limit: int, max_pixels:
             "categories": model.categories,
             "threshold": float(model.clf.threshold_),
             "temperature": float(model.clf.temperature_),
+            "multilabel": bool(getattr(model.clf, "multilabel", False)),
+            "thresholds": ({str(c): float(t) for c, t in zip(
+                model.clf.classes_, getattr(model.clf, "thresholds", []), strict=False)}
+                if getattr(model.clf, "multilabel", False) else None),
             "conformal_alpha": model.conformal_alpha(),
             "backend": model.backend,
             "handles_missing": model.clf.handles_missing,
