@@ -143,3 +143,27 @@ def target_column(df: pd.DataFrame, spec: DataSpec) -> pd.Series:
     if spec.targets and spec.target not in df.columns and all(c in df for c in spec.targets):
         return join_label_columns(df, spec.targets, spec.separator)
     return df[spec.target]
+
+
+def check_fold_labels(hot: np.ndarray, labels: Sequence[str],
+                      splits: Sequence[tuple[np.ndarray, np.ndarray]],
+                      groups: np.ndarray | None = None) -> None:
+    """Refuse folds whose training rows never have (or always have) a label.
+
+    Raised before any fold trains, naming the fold and the label, with how many rows and
+    groups hold the label (a label in one patient only cannot be cross-validated).
+    """
+    for i, (train, _) in enumerate(splits):
+        counts = hot[train].sum(axis=0)
+        for j, name in enumerate(labels):
+            if 0 < counts[j] < len(train):
+                continue
+            rows = np.flatnonzero(hot[:, j] == (1 if counts[j] == 0 else 0))
+            n_groups = len(np.unique(groups[rows])) if groups is not None else len(rows)
+            state = "never have" if counts[j] == 0 else "all have"
+            other = "have it" if counts[j] == 0 else "lack it"
+            raise DataError(
+                f"fold {i}: the training rows {state} label '{name}' (the {len(rows)} rows "
+                f"that {other} are in {n_groups} group(s), all among fold {i}'s test rows), "
+                "so no per-label classifier can learn it there. Use fewer folds (--folds), "
+                "add rows with and without the label, or drop it from data.targets.")

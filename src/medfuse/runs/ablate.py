@@ -11,7 +11,7 @@ import pandas as pd
 
 from medfuse.config import RunConfig
 from medfuse.data import kfold_splits, load_data
-from medfuse.data.labels import stratification_target
+from medfuse.data.labels import check_fold_labels, label_names, stratification_target
 from medfuse.data.splits import carve, group_labels
 from medfuse.errors import ConfigError
 from medfuse.io import atomic_write_text, write_manifest
@@ -55,6 +55,9 @@ def ablate_run(cfg: RunConfig, folds: int, out: Path) -> dict[str, Any]:
     splits, _ = kfold_splits(df, cfg.data, folds, seed=cfg.train.seed, groups=groups)
     y_str = df[cfg.data.target].astype(str).to_numpy()
     strat = stratification_target(df, cfg.data)  # (n, L) 0/1 for a multi-label target
+    if cfg.data.multilabel:
+        check_fold_labels(strat, list(cfg.data.targets or label_names(
+            df[cfg.data.target], cfg.data.separator)), splits, groups)
     variants = ablation_specs(cfg)
     oof: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}

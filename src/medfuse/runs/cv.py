@@ -17,7 +17,7 @@ import pandas as pd
 
 from medfuse.config import RunConfig
 from medfuse.data import kfold_splits, load_data
-from medfuse.data.labels import stratification_target
+from medfuse.data.labels import check_fold_labels, label_names, stratification_target
 from medfuse.data.splits import carve, group_labels
 from medfuse.distributed import is_primary
 from medfuse.errors import ConfigError, check_option
@@ -105,6 +105,9 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
     if multilabel and cfg.evaluation.conformal_alpha is not None:
         log.info("multi-label target: no conformal prediction sets (they are single-label "
                  "here); every label is scored at its own threshold instead")
+    if multilabel:  # before any fold trains: every label on both sides of each training fold
+        labels = list(cfg.data.targets or label_names(df[cfg.data.target], cfg.data.separator))
+        check_fold_labels(y, labels, splits, groups)
     per_head: dict[str, list[dict[str, Any]]] = {h: [] for h in heads or ["model"]}
     oof = []
     missing: list[int] = []
