@@ -160,7 +160,7 @@ def test_a_label_of_one_patient_cannot_be_cross_validated(table: pd.DataFrame,
     cfg = RunConfig.model_validate({"data": {**spec().model_dump(exclude_none=True),
                                              "table": str(tmp_path / "rare.csv")},
                                     "model": {"kind": "hybrid", "text_features": "tfidf"}})
-    with pytest.raises(DataError, match="never have label 'rash'.*1 group") as err:
+    with pytest.raises(DataError, match=r"never have label 'rash'.*1 group") as err:
         cv_run(cfg, 3, tmp_path / "cv")
     assert "fewer folds" in str(err.value)
     assert not (tmp_path / "cv" / "fold0").exists()  # refused before any fold trained

@@ -11,11 +11,13 @@ process (wall seconds include start-up and imports; peak RSS is that process's):
   grams) + logistic regression from scikit-learn on the report text;
 * ``iu_xray_findings`` (multi-label, ten findings): the peer TF-IDF + one-vs-rest
   logistic regression (:func:`tfidf_ovr_findings`), pooled out-of-fold over 5 patient-
-  grouped ``kfold_splits`` folds; ``medfuse`` (its cv figure on the same folds) is None
-  until measured;
+  grouped ``kfold_splits`` folds, beside ``medfuse`` (:func:`cv_findings`: ``medfuse cv
+  iu_xray_findings`` on the same folds);
 * ``br35h``: medfuse hybrid (``configs/br35h_hybrid.yaml``, from a cold cache) on the
   rows of the training section (fine-tuned medfuse vs the plain PyTorch loop);
-* ``synth_derm``: the fused model against each single modality (image / tabular / text).
+* ``synth_derm``: the fused model against each single modality (image / tabular / text);
+* ``synth_derm_findings``: the same on the multi-label variant (macro ROC AUC over its
+  three findings, each seen by one modality).
 
 Accuracy is at the 0.5 threshold of the uncalibrated probabilities.
 """
@@ -75,13 +77,54 @@ def fit_eval(config: str, overrides: list[str] | None = None, n_rows: int | None
     proba = clf.predict_proba(test)
     predict_seconds = time.perf_counter() - t0
     y = clf.pre_.encode_target(test).numpy()
-    m = classification_metrics(y, proba)
+    extra: dict[str, Any] = {}
+    if clf.multilabel:  # macro over the labels; each label's own AUC beside it
+        from medfuse.scoring.metrics import multilabel_metrics
+
+        m = multilabel_metrics(y.astype(int), proba, 0.5, clf.classes_)
+        extra = {"roc_auc_micro": _r(m["roc_auc_micro"]), "pr_auc": _r(m["pr_auc"]),
+                 "per_label_roc_auc": {k: _r(v["roc_auc"]) for k, v in m["per_label"].items()}}
+    else:
+        m = classification_metrics(y, proba)
     if save:
         clf.save(save)
     return {"train_rows": len(train), "valid_rows": len(valid), "test_rows": len(test),
-            "accuracy": round(m["accuracy"], 4), "roc_auc": _r(m["roc_auc"]),
+            "accuracy": round(m["accuracy"], 4), "roc_auc": _r(m["roc_auc"]), **extra,
             "fit_seconds": round(fit_seconds, 1), "predict_seconds": round(predict_seconds, 2),
             "epochs": getattr(clf, "epochs_", None)}
+
+
+def cv_findings(n_rows: int | None = None, folds: int = 5,
+                overrides: list[str] | None = None) -> dict[str, Any]:
+    """The job: ``medfuse cv iu_xray_findings`` (the shipped config) on the same folds as
+    :func:`tfidf_ovr_findings`; the pooled out-of-fold macro / micro AUCs, each finding's
+    ROC AUC with its patient-bootstrap 95 % CI, and the fold mean of the macro ROC AUC."""
+    import tempfile
+    from pathlib import Path
+
+    from medfuse.config import load_config
+    from medfuse.runs import cv_run
+
+    cfg = load_config("iu_xray_findings", list(overrides or []))
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="medfuse-bench-cv-") as tmp:
+        if n_rows:  # the peer's rows: subsample() of the validated table, as a user's CSV
+            from medfuse.data import load_data
+
+            df, _ = load_data(cfg.data)
+            subsample(df, n_rows).to_csv(Path(tmp) / "rows.csv", index=False)
+            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={
+                "dataset": None, "table": str(Path(tmp) / "rows.csv")})})
+        summary = cv_run(cfg, folds, Path(tmp) / "cv")
+    seconds = time.perf_counter() - t0
+    pooled = summary["pooled"]
+    return {"rows": pooled["n"], "folds": folds,
+            "macro_roc_auc": _r(pooled["roc_auc"]), "macro_roc_auc_ci95": pooled["ci95"]["roc_auc"],
+            "fold_mean_macro_roc_auc": _r(summary["mean"]["roc_auc"]),
+            "micro_roc_auc": _r(pooled["roc_auc_micro"]), "macro_pr_auc": _r(pooled["pr_auc"]),
+            "per_label_roc_auc": {k: _r(v["roc_auc"]) for k, v in pooled["per_label"].items()},
+            "per_label_ci95": {k: v["ci95"]["roc_auc"] for k, v in pooled["per_label"].items()},
+            "fit_seconds": round(seconds, 1)}
 
 
 def tfidf_lr(n_rows: int | None = None, C: float = 4.0) -> dict[str, Any]:  # noqa: N803
@@ -194,7 +237,8 @@ def section(ctx: Context) -> dict[str, Any]:
         "folds": 5,
         "peer": run_job(ctx, "iu_xray_findings-peer", "datasets:tfidf_ovr_findings",
                         n_rows=iu_rows, folds=5, seed=0),
-        "medfuse": None,  # medfuse cv on configs/iu_xray_findings.yaml: not measured yet
+        "medfuse": run_job(ctx, "iu_xray_findings-medfuse", "datasets:cv_findings",
+                           n_rows=iu_rows, folds=5),
     }
     br_rows, _ = plan(quick)
     out["br35h"] = {
@@ -212,6 +256,13 @@ def section(ctx: Context) -> dict[str, Any]:
             overrides=synth_over, modality=None if modality == "fused" else modality,
             save=str(work / "synth_derm_fused_model") if modality == "fused" else None)
     out["synth_derm"] = synth
+    findings: dict[str, Any] = {"rows": 120 if quick else 1000}  # multi-label: 3 findings
+    for modality in ("image", "tabular", "text", "fused"):
+        findings[modality] = run_job(
+            ctx, f"synth_derm_findings-{modality}", "datasets:fit_eval", env=env,
+            config="synth_derm_findings", overrides=synth_over,
+            modality=None if modality == "fused" else modality)
+    out["synth_derm_findings"] = findings
     import shutil
 
     shutil.rmtree(work / "decoded", ignore_errors=True)

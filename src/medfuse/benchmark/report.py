@@ -185,6 +185,18 @@ def render(results: dict[str, Any]) -> str:
                 "modalities", ""]
         out += _table(cols, _model_rows(sd, [(k, k) for k in
                                              ("image", "tabular", "text", "fused")]))
+    if ds.get("synth_derm_findings"):
+        sf = ds["synth_derm_findings"]
+        out += [f"## synth-derm findings ({sf.get('rows')} rows, 3 findings, multi-label; "
+                "same split): fused vs single modalities", "",
+                "ROC AUC is the macro mean over the findings (halo: image, sun damage: age + "
+                "site, family history: the note).", ""]
+        findings = ("halo", "sun_damage", "family_history")
+        out += _table(cols + [f"{f} ROC AUC" for f in findings], [
+            row + [_f((_job(sf.get(k)).get("per_label_roc_auc") or {}).get(f), 4)
+                   for f in findings]
+            for k in ("image", "tabular", "text", "fused")
+            for row in _model_rows(sf, [(k, k)])])
     serve = results.get("serve_load")
     if serve:
         out += ["## Server load test", ""]

@@ -171,6 +171,17 @@ def ablate(
                       fmt(m["pr_auc"]), fmt(m["sensitivity"]), fmt(m["specificity"]))
     console.print(table)
     c = result["comparison"]
+    if c.get("multilabel"):
+        console.print(f"fused vs best single on macro ROC AUC ({c['best_single']}): delta "
+                      f"{c['delta_roc_auc']:+.4f}")
+        per = Table(title="per label: fused vs that label's best single modality")
+        for col in ("label", "best single", "delta ROC AUC (95% CI)", "DeLong p"):
+            per.add_column(col)
+        for label, d in c["per_label"].items():
+            per.add_row(label, d["best_single"], f"{d['delta_roc_auc']:+.4f} "
+                        f"[{d['delta_ci95'][0]:+.4f}, {d['delta_ci95'][1]:+.4f}]",
+                        f"{d['p_value']:.2g}")
+        console.print(per)
     if "p_value" in c:
         console.print(
             f"fused vs best single ({c['best_single']}): delta ROC AUC {c['delta_roc_auc']:+.4f}"

@@ -143,7 +143,8 @@ def explain(
     list of dict
         Per row: ``row`` (position), ``prediction`` (label), ``probability`` (of the
         predicted class, calibrated; multi-label: of the explained ``label``, with
-        ``present`` (its decision), ``predicted_labels`` and ``label_probabilities``), ``modalities`` ``{name: share}`` summing to 1,
+        ``present`` (its decision), ``predicted_labels`` and ``label_probabilities``),
+        ``modalities`` ``{name: share}`` summing to 1,
         ``regions`` ``[{x, y, r, score}]`` in original image pixels, ``words``
         ``[{token, score}]`` (plus ``view`` for several text views) and ``features``
         ``[{name, value, score}]``; scores > 0 support the prediction.

@@ -187,8 +187,9 @@ def cv_run(cfg: RunConfig, folds: int, out: Path, heads: list[str] | None = None
     pooled = pooled_conformal(predictions, cfg, next(iter(per_head.values())))
     if pooled is not None:
         summary["conformal"] = pooled
-    if multilabel:
+    if multilabel:  # every label over every out-of-fold row; per_label: its labels
         summary["pooled"] = pooled_multilabel(predictions, cfg)
+        summary["per_label"] = summary["pooled"]["per_label"]
     summary.update(peak_rss_mb=round(peak_rss_mb(), 1), data=validation.to_dict(),
                    groups=grouping.to_dict(), folds_k=folds)
     files = ["config.yaml", "cv_metrics.json", "predictions.csv", FAMILIES_FILE, ISSUES_FILE,
