@@ -4,7 +4,7 @@ Public API only; see the README for a tour.
 
 >>> import medfuse
 >>> [d.name for d in medfuse.list_datasets()]
-['br35h', 'iu-xray', 'synth-derm']
+['br35h', 'iu-xray', 'iu-xray-findings', 'synth-derm', 'synth-derm-findings']
 """
 
 import importlib
