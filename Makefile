@@ -39,7 +39,7 @@ lint: setup
 	$(BIN)/lint-imports
 
 test: lint browser
-	$(BIN)/python -m pytest -x -q
+	$(BIN)/python -m pytest -x -q -n 2 --dist worksteal
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

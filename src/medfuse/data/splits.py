@@ -20,12 +20,10 @@ near copy of them always land on the same side of every split.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import imagehash
@@ -86,10 +84,11 @@ def image_hashes(paths: list[str], workers: int = 4, flips: bool = False) -> np.
     Shape ``(n,)``; with ``flips``, ``(n, 8)``: column ``t`` hashes the image under
     :data:`DIHEDRAL` ``[t]`` (column 0 is the image as it is).
 
-    Remembered on disk by file content (``$MEDFUSE_HOME/phash.json``, ``phash8.json``),
-    so a second run over the same images decodes none of them.
+    Remembered on disk by file content (``$MEDFUSE_HOME/hashes.sqlite``, one row per file,
+    see :class:`~medfuse.data.digests.HashStore`), and the content digest by path, size and
+    mtime: a second run over the same unchanged images reads none of them.
     """
-    from medfuse.data.digests import file_digest
+    from medfuse.data.digests import file_digests, hash_store
 
     ops = DIHEDRAL if flips else DIHEDRAL[:1]
 
@@ -97,84 +96,57 @@ def image_hashes(paths: list[str], workers: int = 4, flips: bool = False) -> np.
         img = read_image(path, draft=128)
         return [_phash_bits(img if op is None else img.transpose(op)) for op in ops]
 
-    store = _phash_store(flips)
-    known = _read_phash(store, len(ops))
-    digests = [file_digest(p) for p in paths]
-    todo = [i for i, d in enumerate(digests) if d not in known]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, value in zip(todo, pool.map(one, [paths[i] for i in todo]), strict=True):
-            known[digests[i]] = value
+    store = hash_store()
+    digests = file_digests(paths, workers=workers, store=store)
+    known = store.phashes(digests, len(ops))
+    todo: dict[str, str] = {}
+    for path, d in zip(paths, digests, strict=True):
+        if d not in known:
+            todo.setdefault(d, path)
     if todo:
-        _write_phash(store, known)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            fresh = dict(zip(todo, pool.map(one, todo.values()), strict=True))
+        known.update(fresh)
+        store.put_phashes(fresh.items(), len(ops))
     out = np.asarray([known[d] for d in digests], dtype=np.uint64).reshape(len(paths), len(ops))
     return out if flips else out[:, 0]
 
 
-def _phash_store(flips: bool) -> Path:
-    from medfuse.data.builtin import data_home
-
-    return data_home() / ("phash8.json" if flips else "phash.json")
-
-
-def _read_phash(path: Path, width: int) -> dict[str, list[int]]:
-    """The cached hashes (``width`` per image); entries of another width are recomputed."""
-    try:
-        raw = json.loads(path.read_text())
-        known = {str(k): [int(x) for x in (v if isinstance(v, list) else [v])]
-                 for k, v in raw.items()}
-    except (OSError, ValueError, AttributeError, TypeError):  # absent or torn: start afresh
-        return {}
-    return {k: v for k, v in known.items() if len(v) == width}
-
-
-def _write_phash(path: Path, known: dict[str, list[int]]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, path)
-    except OSError as e:  # a read-only home only costs speed
-        log.warning("could not cache perceptual hashes in %s: %s", path, e)
-
-
-def _find(parent: np.ndarray, i: int) -> int:
-    root = i
-    while parent[root] != root:
-        root = parent[root]
-    while parent[i] != root:
-        parent[i], i = root, parent[i]
-    return root
-
-
-def _union(parent: np.ndarray, a: int, b: int) -> None:
-    ra, rb = _find(parent, a), _find(parent, b)
-    if ra != rb:
-        parent[max(ra, rb)] = min(ra, rb)
-
-
-def near_duplicate_pairs(hashes: np.ndarray, max_distance: int, block: int = 1024) -> np.ndarray:
+def near_duplicate_pairs(hashes: np.ndarray, max_distance: int, block: int = 1024,
+                         method: str = "auto") -> np.ndarray:
     """``(k, 2)`` index pairs ``i < j`` whose hashes differ in ``<= max_distance`` bits.
 
     ``hashes`` of shape ``(n, t)`` (from ``image_hashes(..., flips=True)``) link ``i``
     and ``j`` when any column of ``i`` is that close to column 0 of ``j`` (or the other
-    way round): ``j`` is a near copy of a flipped or rotated ``i``.
+    way round): ``j`` is a near copy of a flipped or rotated ``i``. Exact, in about linear
+    time for large ``n`` (multi-index hashing, :mod:`medfuse.data.hamming`); ``block`` is
+    the row block of the exhaustive search used for small ``n``.
     """
-    h = np.asarray(hashes, dtype=np.uint64)
-    h = h[:, None] if h.ndim == 1 else h
-    n = len(h)
-    base = h[:, 0]
-    out = []
-    for start in range(0, n, block):
-        chunk = h[start : start + block]
-        dist = np.bitwise_count(chunk[:, :1] ^ base[None, :])
-        for t in range(1, h.shape[1]):
-            np.minimum(dist, np.bitwise_count(chunk[:, t : t + 1] ^ base[None, :]), out=dist)
-        ii, jj = np.nonzero(dist <= max_distance)
-        ii = ii + start
-        keep = ii != jj
-        out.append(np.stack([np.minimum(ii, jj)[keep], np.maximum(ii, jj)[keep]], axis=1))
-    pairs = np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
-    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2).astype(np.int64)
+    from medfuse.data.hamming import brute_force_pairs, near_pairs
+
+    if method == "brute-force":
+        return brute_force_pairs(hashes, max_distance, block=block)
+    return near_pairs(hashes, max_distance, method=method)
+
+
+def _components(n: int, pairs: list[np.ndarray]) -> np.ndarray:
+    """Connected-component label of each of ``n`` nodes linked by ``pairs`` (union-find)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    edges = np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+    graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])),
+                       shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return np.asarray(labels)
+
+
+def _first_of_each(values: pd.Series) -> np.ndarray:
+    """``(k, 2)`` pairs linking each row to the first row with the same value."""
+    codes, _ = pd.factorize(values)
+    first = pd.Series(np.arange(len(codes))).groupby(codes).transform("min").to_numpy()
+    keep = first != np.arange(len(codes))
+    return np.stack([first[keep], np.arange(len(codes))[keep]], axis=1).astype(np.int64)
 
 
 def group_labels(
@@ -188,43 +160,31 @@ def group_labels(
     ``hashes`` may be passed to reuse image hashes computed earlier.
     """
     n = len(df)
-    parent = np.arange(n)
+    links: list[np.ndarray] = []
     if spec.group:
-        first: dict[str, int] = {}
-        for i, g in enumerate(df[spec.group].astype(str)):
-            if g in first:
-                _union(parent, first[g], i)
-            else:
-                first[g] = i
+        links.append(_first_of_each(df[spec.group].astype(str).reset_index(drop=True)))
     dup_groups = dup_images = 0
     if spec.image:
-        dup_parent = np.arange(n)
-        seen: dict[str, int] = {}  # the same file twice: always one group
+        dup_links: list[np.ndarray] = []
         paths = df[spec.image].fillna("").astype(str).tolist()
-        with_image = [i for i, path in enumerate(paths) if path]  # "": no image (kept)
-        for i in with_image:
-            key = os.path.normpath(paths[i])
-            if key in seen:
-                _union(parent, seen[key], i)
-                _union(dup_parent, seen[key], i)
-            else:
-                seen[key] = i
-        if spec.split.dedupe_images:
+        with_image = np.asarray([i for i, path in enumerate(paths) if path],  # "": no image
+                                dtype=np.int64)
+        if len(with_image):  # the same file twice: always one group
+            same = _first_of_each(pd.Series([os.path.normpath(paths[i]) for i in with_image]))
+            dup_links.append(with_image[same])
+        if spec.split.dedupe_images and len(with_image):
             if hashes is None:
                 hashes = image_hashes([paths[i] for i in with_image],
                                       flips=spec.split.dedupe_flips)
             elif len(hashes) == n:
                 hashes = np.asarray(hashes)[with_image]
-            for a, b in near_duplicate_pairs(hashes, spec.split.hash_distance):
-                ia, ib = with_image[int(a)], with_image[int(b)]
-                _union(parent, ia, ib)
-                _union(dup_parent, ia, ib)
-        roots = np.array([_find(dup_parent, i) for i in range(n)])
-        _, counts = np.unique(roots, return_counts=True)
+            near = near_duplicate_pairs(hashes, spec.split.hash_distance)
+            dup_links.append(with_image[near])
+        links += dup_links
+        _, counts = np.unique(_components(n, dup_links), return_counts=True)
         dup_groups = int((counts > 1).sum())
         dup_images = int(counts[counts > 1].sum())
-    roots = np.array([_find(parent, i) for i in range(n)])
-    _, labels = np.unique(roots, return_inverse=True)
+    _, labels = np.unique(_components(n, links), return_inverse=True)
     report = SplitReport(
         n_rows=n,
         n_groups=int(labels.max() + 1) if n else 0,
