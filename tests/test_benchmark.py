@@ -99,3 +99,57 @@ def test_unknown_section_is_a_clean_error(tmp_path: Path) -> None:
                            "--only", "gemn"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "gemm" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_scale_section_times_every_stage_and_reports_its_growth(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scale section's stages and bookkeeping, run in this process (the CLI test below
+    runs each in its own process)."""
+    import importlib
+
+    from medfuse.benchmark import scale
+    from medfuse.benchmark._runner import Context
+
+    def in_process(ctx: Context, name: str, target: str, env: dict[str, str] | None = None,
+                   **kwargs: Any) -> dict[str, Any]:
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        module, _, func = target.partition(":")
+        result = dict(getattr(importlib.import_module(f"medfuse.benchmark.{module}"), func)(
+            **kwargs))
+        return {**result, "wall_seconds": 1.0, "peak_rss_mb": 100.0}
+
+    monkeypatch.setattr(scale, "run_job", in_process)
+    monkeypatch.setattr(scale, "QUICK_NEAR_DUPLICATE_ROWS", (3000,))
+    sc = scale.section(Context(out=tmp_path, quick=True), rows=(60, 120))
+    assert sc["rows"] == [60, 120] and set(sc["stages"]) == set(scale.STAGES)
+    for name, st in sc["stages"].items():
+        assert "errors" not in st, (name, st)
+        assert all(isinstance(s, float) and s > 0 for s in st["seconds"]), name
+        assert isinstance(st["exponent"], float), name
+    assert sc["near_duplicates"]["n"] == [3000] and sc["near_duplicates"]["errors"] == []
+    assert not any((tmp_path / "work" / "scale" / str(n) / "data").exists() for n in (60, 120))
+    results = assemble({"scale": sc}, quick=True)
+    targets = {t["target"]: t for t in results["targets"]}
+    assert targets["near-duplicate grouping of 100k hashes under 8 views (s)"]["met"] is None
+    assert all(t["value"] is None for k, t in targets.items() if k.startswith("scale: "))
+    md = render(results)
+    assert "## Scale" in md and "fit_fused" in md and "3000 hashes" in md
+
+
+def test_exponent_of_growth() -> None:
+    from medfuse.benchmark.scale import exponent
+
+    assert exponent([1000, 4000, 16000], [1.0, 4.0, 16.0]) == 1.0
+    assert exponent([1000, 4000, 16000], [1.0, 2.0, 16.0], -2, -1) == 1.5
+    assert exponent([1000], [1.0]) is None and exponent([1, 2], [None, 1.0]) is None
+
+
+@pytest.mark.slow  # ~80 s: the in-process test above covers the same stages and report
+def test_quick_scale_benchmark_through_the_cli(tmp_path: Path) -> None:
+    results = _run(tmp_path, "scale")
+    sc = results["scale"]
+    assert sc["rows"] == [100, 200]
+    assert all(s > 0 for st in sc["stages"].values() for s in st["seconds"])
+    assert sc["near_duplicates"]["seconds"][0] > 0
+    assert "## Scale" in results["_md"]

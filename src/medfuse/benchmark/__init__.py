@@ -14,7 +14,10 @@ time and peak RSS is that job's alone) and writes ``OUT/results.json`` and
   medfuse cv vs TF-IDF + one-vs-rest LR), Br35H hybrid, synth-derm and synth-derm findings
   (fused vs each modality) (:mod:`medfuse.benchmark.datasets`);
 * ``serve_load``: a load test of ``medfuse serve`` (``medfuse.benchmark.serve_load``,
-  when installed).
+  when installed);
+* ``scale``: each stage (validate, group, extract, fit, predict) timed alone at 1k-64k
+  generated rows, the exponent of its growth, and near-duplicate grouping alone on 100k and
+  1M hashes (:mod:`medfuse.benchmark.scale`).
 
 ``quick=True`` shrinks everything (a few rows, one epoch) to finish in a minute or two.
 """
@@ -32,7 +35,7 @@ from typing import Any
 
 from medfuse.benchmark._runner import Context, Log, run_job
 
-SECTIONS = ("gemm", "extraction", "training", "datasets", "serve_load")
+SECTIONS = ("gemm", "extraction", "training", "datasets", "serve_load", "scale")
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
 
 #: targets of issue 10 (ratios within one run)
@@ -43,6 +46,11 @@ TARGETS = {
     "peak_rss_mb": 3072.0,
     # issue 27: TF-IDF 1-2 grams + one-vs-rest LR, 5-fold, as measured 2026-12-05
     "iu_findings_macro_auc": 0.9922,
+    # issue 28: growth with the rows, 2 cores
+    "scale_exponent": 1.2,
+    "near_duplicates_100k_seconds": 60.0,
+    "near_duplicates_1m_seconds": 900.0,
+    "scale_peak_rss_mb": 6144.0,
 }
 
 
@@ -166,8 +174,14 @@ def _datasets(ctx: Context) -> dict[str, Any]:
     return datasets.section(ctx)
 
 
+def _scale(ctx: Context) -> dict[str, Any]:
+    from medfuse.benchmark import scale
+
+    return scale.section(ctx)
+
+
 _SECTION_RUNNERS = {"gemm": _gemm, "extraction": _extraction, "training": _training,
-                    "datasets": _datasets, "serve_load": _serve_load}
+                    "datasets": _datasets, "serve_load": _serve_load, "scale": _scale}
 
 
 def _get(d: Any, *keys: str) -> Any:
@@ -228,7 +242,7 @@ def assemble(raw: dict[str, Any], quick: bool) -> dict[str, Any]:
         datasets["br35h"] = br
     results: dict[str, Any] = {
         "feature_extraction": extraction, "training": training, "datasets": datasets,
-        "gemm": gemm or None, "serve_load": raw.get("serve_load"),
+        "gemm": gemm or None, "serve_load": raw.get("serve_load"), "scale": raw.get("scale"),
     }
     results["peak_rss_mb_max"] = max(_rss_values(raw), default=None)
     results["targets"] = targets(results, quick)
@@ -278,6 +292,7 @@ def targets(results: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
          None if quick else _fused_margin(results.get("datasets", {})
                                           .get("synth_derm_findings") or {}), ">", 0.0),
     ]
+    rows += _scale_targets(results.get("scale") or {}, quick)
     out = []
     for name, value, op, threshold in rows:
         met = None
@@ -287,6 +302,30 @@ def targets(results: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
         out.append({"target": name, "value": value, "op": op, "threshold": threshold,
                     "met": met})
     return out
+
+
+def _scale_targets(sc: dict[str, Any], quick: bool) -> list[tuple[str, Any, str, float]]:
+    """Issue 28: every stage's growth exponent, the grouping search alone, peak RSS at 64k."""
+    stages = sc.get("stages") or {}
+    rows_ = sc.get("rows") or []
+    rows: list[tuple[str, Any, str, float]] = []
+    for name, st in stages.items():
+        rows.append((f"scale: {name} seconds ~ rows^e, e between {rows_[0] if rows_ else '-'} "
+                     f"and {rows_[-1] if rows_ else '-'} rows", None if quick
+                     else st.get("exponent"), "<=", TARGETS["scale_exponent"]))
+    nd = sc.get("near_duplicates") or {}
+    by_n = dict(zip(nd.get("n") or [], nd.get("seconds") or [], strict=False))
+    rows.append(("near-duplicate grouping of 100k hashes under 8 views (s)",
+                 by_n.get(100_000), "<=", TARGETS["near_duplicates_100k_seconds"]))
+    rows.append(("near-duplicate grouping of 1M hashes under 8 views (s)",
+                 by_n.get(1_000_000), "<=", TARGETS["near_duplicates_1m_seconds"]))
+    peak = None
+    if rows_ and rows_[-1] >= 64_000:
+        peak = max((st["peak_rss_mb"][-1] for st in stages.values()
+                    if st.get("peak_rss_mb") and st["peak_rss_mb"][-1] is not None), default=None)
+    rows.append(("scale: peak RSS of any stage at 64k rows (MB)", peak, "<=",
+                 TARGETS["scale_peak_rss_mb"]))
+    return rows if sc else []
 
 
 def _fused_margin(section: dict[str, Any]) -> float | None:

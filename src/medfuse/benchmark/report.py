@@ -197,12 +197,36 @@ def render(results: dict[str, Any]) -> str:
                    for f in findings]
             for k in ("image", "tabular", "text", "fused")
             for row in _model_rows(sf, [(k, k)])])
+    if results.get("scale"):
+        out += _scale(results["scale"])
     serve = results.get("serve_load")
     if serve:
         out += ["## Server load test", ""]
         flat = _flatten(serve)
         out += _table(["key", "value"], [[k, v] for k, v in flat.items()][:60])
     return "\n".join(out).rstrip() + "\n"
+
+
+def _scale(sc: dict[str, Any]) -> list[str]:
+    """The scale section: seconds and peak RSS per stage and row count, the exponents."""
+    rows_ = sc.get("rows") or []
+    out = [f"## Scale (generated synth-derm rows, {sc.get('image_size')} px images; each "
+           "stage in its own process; seconds of work, without start-up)", ""]
+    table = []
+    for name, st in (sc.get("stages") or {}).items():
+        secs, rss = st.get("seconds") or [], st.get("peak_rss_mb") or []
+        table.append([name, *[f"{_f(s, 2)} s / {_f(m, 0)} MB" for s, m in zip(secs, rss,
+                                                                             strict=False)],
+                      _f(st.get("exponent"), 2), _f(st.get("exponent_last"), 2)])
+    out += _table(["stage", *[f"{n} rows" for n in rows_], "exponent", "exponent (last two)"],
+                  table)
+    nd = sc.get("near_duplicates") or {}
+    out += _table(["near-duplicate search alone (random hashes, 8 views, radius 6)", "seconds",
+                   "peak RSS MB", "blocks (0: exhaustive)", "pairs"],
+                  [[f"{n} hashes", _f(s, 2), _f(m, 0), _f(b), _f(p)] for n, s, m, b, p in zip(
+                      nd.get("n") or [], nd.get("seconds") or [], nd.get("peak_rss_mb") or [],
+                      nd.get("blocks") or [], nd.get("pairs") or [], strict=False)])
+    return out
 
 
 def _findings(fd: dict[str, Any]) -> list[str]:

@@ -17,7 +17,7 @@ def benchmark(
     quick: Annotated[bool, typer.Option(
         help="small sizes (a few rows, one epoch): about two minutes")] = False,
     only: Annotated[str | None, typer.Option(
-        help="comma-separated sections: gemm, extraction, training, datasets, serve_load")
+        help="comma-separated sections: gemm, extraction, training, datasets, serve_load, scale")
     ] = None,
 ) -> None:
     """Measure medfuse against plain PyTorch / scikit-learn peers and the machine's GEMM peak."""
