@@ -162,6 +162,7 @@ class OnnxPredictor:
     def __init__(self, run: Path, path: Path | None = None, clf: Any = None) -> None:
         import onnxruntime as ort
 
+        from medfuse.perf import onnx_providers
         from medfuse.runs import load_model
 
         self.run = run
@@ -173,7 +174,7 @@ class OnnxPredictor:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(self.path), options,
-                                            providers=["CPUExecutionProvider"])
+                                            providers=onnx_providers())
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     @property

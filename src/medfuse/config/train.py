@@ -115,7 +115,9 @@ class TrainSpec(Spec):
         "down-weight them (weight = label quality) before the final fit; test rows are never "
         "changed"
     )
-    num_workers: int = Field(0, ge=0)
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader worker processes; unset: from the CPU count and "
+        "the device (min(8, cpus - 1) with a GPU; cpus // 4 on the CPU, 0 below 4 cores)")
     accelerator: str = "auto"
     devices: int | str | list[int] = "auto"
     strategy: str = "auto"

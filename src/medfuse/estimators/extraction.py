@@ -109,6 +109,7 @@ def encode_images(
     threads: int | None = None,
     chunk: int = CHUNK,
     backend: str = "torch",
+    device: torch.device | None = None,
 ) -> np.ndarray:
     """Features ``(n, output_dim)`` (float32) of the images at ``paths``, in order.
 
@@ -116,13 +117,14 @@ def encode_images(
     files decodes nothing); ``bf16`` runs the network under bf16 autocast (only ask for
     it where :func:`medfuse.perf.native_bf16`); ``backend`` is ``"torch"``, ``"onnx"``
     (onnxruntime, fp32; ignores ``bf16``) or ``"auto"`` (onnx unless ``bf16``, torch
-    when onnxruntime is missing or the export fails).
+    when onnxruntime is missing or the export fails); ``device`` where the network runs
+    (default: CUDA where there is one; see :func:`network`).
     """
     from medfuse.perf import tune_malloc
 
     tune_malloc()
     encoder.eval()
-    run = network(encoder, transform.size, backend, bf16)
+    run = network(encoder, transform.size, backend, bf16, device)
     dim = int(getattr(encoder, "output_dim", 0))
     if not paths:
         return np.zeros((0, dim), np.float32)
@@ -156,13 +158,23 @@ def encode_images(
     return np.concatenate(outs).astype(np.float32, copy=False)
 
 
-def network(encoder: torch.nn.Module, size: int, backend: str = "torch", bf16: bool = False
-            ) -> Callable[[torch.Tensor], np.ndarray]:
-    """A function from a normalised batch to float32 features, on ``backend``."""
+def network(encoder: torch.nn.Module, size: int, backend: str = "torch", bf16: bool = False,
+            device: torch.device | None = None) -> Callable[[torch.Tensor], np.ndarray]:
+    """A function from a normalised batch to float32 features, on ``backend``.
+
+    ``device`` (default: CUDA where there is one, see :func:`medfuse.perf.resolve_device`):
+    on a GPU the network runs there in PyTorch (``bf16``: under autocast in the GPU's
+    mixed-precision dtype), or in onnxruntime's CUDA provider where that is installed;
+    on the CPU ``"auto"`` means onnxruntime unless ``bf16``.
+    """
     from medfuse.errors import check_option
+    from medfuse.perf import autocast, onnx_providers, resolve_device
 
     check_option("backend", backend, BACKENDS, "encode_images")
-    if backend == "onnx" or (backend == "auto" and not bf16):
+    device = device or resolve_device()
+    on_gpu = device.type != "cpu"
+    onnx_gpu = on_gpu and onnx_providers()[0] == "CUDAExecutionProvider"
+    if backend == "onnx" or (backend == "auto" and not bf16 and (not on_gpu or onnx_gpu)):
         try:
             return OnnxEncoder(encoder, size)
         except Exception as e:  # no onnxruntime, an op without ONNX export, ...
@@ -170,11 +182,14 @@ def network(encoder: torch.nn.Module, size: int, backend: str = "torch", bf16: b
                 raise
             log.info("onnxruntime extraction unavailable (%s: %s); using PyTorch",
                      type(e).__name__, e)
+    encoder.to(device)
 
     def run(x: torch.Tensor) -> np.ndarray:
+        if on_gpu:
+            x = x.pin_memory().to(device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            out: np.ndarray = encoder(x).float().numpy()
+        with torch.inference_mode(), autocast(device, bf16):
+            out: np.ndarray = encoder(x).float().cpu().numpy()
         return out
 
     return run
@@ -213,8 +228,10 @@ class OnnxEncoder:
             options = ort.SessionOptions()
             options.intra_op_num_threads = torch.get_num_threads()
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            from medfuse.perf import onnx_providers
+
             OnnxEncoder._sessions[self.path] = ort.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"])
+                str(self.path), options, providers=onnx_providers())
         self.session = OnnxEncoder._sessions[self.path]
         self.input = self.session.get_inputs()[0].name
 

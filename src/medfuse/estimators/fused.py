@@ -179,18 +179,40 @@ class FusionClassifier(FusionParams, DecisionMixin):
     # ---------------------------------------------------------------- predict
     def _batches(self, df: pd.DataFrame) -> Iterator[dict[str, torch.Tensor]]:
         """Model input batches for the rows of ``df``."""
+        from medfuse.perf import loader_options, to_device
+
         clean, _ = validate_table(df, self.input_spec(), table="predict",
                                   check_images="exists", require_target=False, training=False)
-        yield from DataLoader(MultimodalDataset(clean, self.pre_, with_target=False),
-                              batch_size=self.batch_size)
+        device = self._device()
+        options = loader_options(device, self.num_workers)
+        options["persistent_workers"] = False  # one pass
+        for batch in DataLoader(MultimodalDataset(clean, self.pre_, with_target=False),
+                                batch_size=self.batch_size, **options):
+            yield to_device(batch, device)
+
+    def _device(self) -> torch.device:
+        """Where prediction runs: CUDA where there is one (``accelerator="cpu"``: the CPU;
+        a model trained on a GPU still predicts on a machine without one); the network is
+        moved there."""
+        from medfuse.perf import resolve_device
+
+        device = resolve_device("cpu" if self.accelerator == "cpu" else "auto")
+        if next(self.model_.parameters()).device != device:
+            self.model_.to(device)
+        return device
 
     def _raw_proba(self, df: pd.DataFrame) -> np.ndarray:
         """Uncalibrated class probabilities (softmax of the network's logits)."""
+        from medfuse.perf import autocast, resolve_precision
+
         out = []
         self.model_.eval()
-        with torch.inference_mode():
+        device = self._device()
+        mixed = device.type != "cpu" and resolve_precision(
+            self.precision, self.accelerator) != "32-true"
+        with torch.inference_mode(), autocast(device, mixed):
             for batch in self._batches(df):
-                out.append(view_averaged_proba(self.model_, batch, self.tta))
+                out.append(view_averaged_proba(self.model_, batch, self.tta).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)))
 
     def modality_weights(self, df: pd.DataFrame, without: Sequence[str] = ()) -> pd.DataFrame:
@@ -207,7 +229,7 @@ class FusionClassifier(FusionParams, DecisionMixin):
         self.model_.eval()
         with torch.inference_mode():
             for batch in self._batches(self._hide(df, without)):
-                out.append(self.model_.gates(batch).float())
+                out.append(self.model_.gates(batch).float().cpu())
         weights = torch.cat(out).numpy() if out else np.zeros((0, len(self.model_.modalities)))
         return pd.DataFrame(weights, columns=self.model_.modalities)
 

@@ -124,7 +124,7 @@ class FusionParams:
         ema: float = 0.0,
         freeze_epochs: int = 0,
         unfreeze: str = "all",
-        num_workers: int = 0,
+        num_workers: int | None = None,
         accelerator: str = "auto",
         devices: int | str | list[int] = "auto",
         strategy: str = "auto",

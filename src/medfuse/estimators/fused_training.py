@@ -68,10 +68,12 @@ def train_network(
             f"{len(valid)} are '{valid[params.spec.target].iloc[0]}': monitor val_loss or "
             "val_acc instead, or give the validation split more rows (data.split.valid_size)."
         )
-    loader_kw: dict[str, Any] = dict(
-        batch_size=params.batch_size, num_workers=params.num_workers,
-        persistent_workers=params.num_workers > 0,
-    )
+    from medfuse.perf import loader_options, resolve_device
+
+    # workers from the CPU count, pinned memory for a GPU (Lightning moves the batches)
+    device = resolve_device(params.accelerator)
+    loader_kw: dict[str, Any] = dict(batch_size=params.batch_size,
+                                     **loader_options(device, params.num_workers))
     from medfuse.perf import tune_malloc
 
     tune_malloc()  # +20 % per training step: activations reuse memory, no page faults

@@ -73,6 +73,10 @@ def fused_batch(clf: Any, df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tor
     ds = MultimodalDataset(clean, clf.pre_, with_target=False)
     samples = [ds[i] for i in range(len(ds))]
     batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]} if samples else {}
+    if hasattr(clf, "_device"):  # where the network runs (CUDA where there is one)
+        from medfuse.perf import to_device
+
+        batch = to_device(batch, clf._device())
     return clean, batch
 
 

@@ -21,7 +21,7 @@ from scipy import sparse
 
 from medfuse.data.builtin import data_home
 from medfuse.data.decoded import DecodedImages
-from medfuse.data.digests import file_digest
+from medfuse.data.digests import file_digests
 from medfuse.data.preprocess import ImageTransform
 from medfuse.estimators.extraction import encode_images
 from medfuse.perf import native_bf16
@@ -104,7 +104,7 @@ def extract_image_features(
     decoded, resized pixels and ``backend`` runs the network in PyTorch or onnxruntime
     (see :func:`medfuse.estimators.extraction.encode_images`).
     """
-    digests = [file_digest(p) for p in paths]
+    digests = file_digests(list(paths))  # one batched lookup, files read only when changed
     found: dict[str, np.ndarray] = {}
     todo: list[tuple[str, str]] = []  # (path, digest) of images not cached anywhere
     for path, d in zip(paths, digests, strict=True):
