@@ -13,9 +13,10 @@ cd "$(dirname "$0")/.."
 OUT=${1:-runs/gpu_check}
 PY=${PY:-.venv/bin/python}
 mkdir -p "$OUT"
-export MEDFUSE_HOME="$OUT/home"
+export MEDFUSE_HOME="$(cd "$OUT" && pwd)/home"
 
-# GPU_CHECK_DEVICES=cpu runs the same steps on the CPU only (a smoke test of this script)
+# GPU_CHECK_DEVICES=cpu runs the same steps on the CPU only (a smoke test of this script);
+# GPU_CHECK_TESTS=0 skips step 1
 export GPU_CHECK_DEVICES=${GPU_CHECK_DEVICES:-cuda cpu}
 "$PY" - <<'EOF'
 import os, torch, sys
@@ -23,12 +24,13 @@ if "cuda" not in os.environ["GPU_CHECK_DEVICES"]:
     print("CPU only (GPU_CHECK_DEVICES)")
 elif not torch.cuda.is_available():
     sys.exit("gpu_check: torch sees no CUDA device (torch %s); nothing to check" % torch.__version__)
-print("GPU:", torch.cuda.get_device_name(0), "| bf16:", torch.cuda.is_bf16_supported(),
-      "| torch", torch.__version__)
+else:
+    print("GPU:", torch.cuda.get_device_name(0), "| bf16:", torch.cuda.is_bf16_supported(),
+          "| torch", torch.__version__)
 EOF
 
 echo "== 1. tests that touch devices (on CUDA where the code resolves 'auto')"
-"$PY" -m pytest -q -x -p no:randomly tests/test_devices.py tests/test_hamming.py \
+[ "${GPU_CHECK_TESTS:-1}" = 0 ] || "$PY" -m pytest -q -x -p no:randomly tests/test_devices.py tests/test_hamming.py \
   tests/test_estimator.py tests/test_hybrid.py tests/test_explain.py tests/test_serve.py 2>&1 | tail -3
 
 echo "== 2-4. fine-tune, extraction, served prediction: CUDA vs CPU"
@@ -44,22 +46,20 @@ results = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() els
 
 def fine_tune(device: str, rows: int) -> dict:
     """One fused epoch on Br35H rows (train split), the shipped config, on ``device``."""
+    from medfuse.benchmark.training import br35h_split
     from medfuse.config import load_config
-    from medfuse.data import holdout_split, load_data
     from medfuse.runs import estimator_from_config
 
     cfg = load_config("br35h", ["train.max_epochs=1", f"train.accelerator={device}"])
-    df, _ = load_data(cfg.data)
-    df = df.iloc[:rows].reset_index(drop=True)
-    split = holdout_split(df, cfg.data, seed=0)
+    train, valid, _ = br35h_split(rows)  # rows spread over the table, duplicate-grouped
     clf = estimator_from_config(cfg)
     clf.progress = False
     t0 = time.perf_counter()
-    clf.fit(df.iloc[split.train], df.iloc[split.valid])
+    clf.fit(train, valid)
     seconds = time.perf_counter() - t0
     clf.save(out / f"br35h_{device}")
-    return {"rows": len(split.train), "seconds": round(seconds, 1),
-            "img_per_s": round(len(split.train) / seconds, 1)}
+    return {"rows": len(train), "seconds": round(seconds, 1),
+            "img_per_s": round(len(train) / seconds, 1)}
 
 
 def extraction(device: str, n: int) -> dict:
