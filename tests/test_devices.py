@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -63,3 +65,37 @@ def test_onnxruntime_providers_fall_back_to_the_cpu(monkeypatch: pytest.MonkeyPa
 def test_to_device_leaves_cpu_batches_alone() -> None:
     batch = {"image": torch.zeros(2, 3, 4, 4), "tab": torch.ones(2)}
     assert perf.to_device(batch, torch.device("cpu")) is batch
+
+
+def _tiny(tiny_dir: Any, tiny_spec: Any) -> Any:
+    from medfuse.data import load_table
+
+    return load_table(tiny_dir / "data.csv", tiny_spec)[0]
+
+
+def test_training_on_a_gpu_that_is_not_there_is_a_config_error(
+        tiny_dir: Any, tiny_spec: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medfuse import FusionClassifier
+    from medfuse.errors import ConfigError
+
+    tiny_df = _tiny(tiny_dir, tiny_spec)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    clf = FusionClassifier(tiny_spec, image_backbone="small_cnn", pretrained="none", image_size=32,
+                           max_epochs=1,
+                           accelerator="gpu", progress=False)
+    with pytest.raises(ConfigError, match=r"accelerator='gpu'.*no CUDA device"):
+        clf.fit(tiny_df.iloc[:18], tiny_df.iloc[18:], run_dir=tmp_path)
+
+
+def test_a_fitted_model_predicts_on_the_resolved_device(
+        tiny_dir: Any, tiny_spec: Any, tmp_path: Any) -> None:
+    from medfuse import FusionClassifier
+
+    tiny_df = _tiny(tiny_dir, tiny_spec)
+    clf = FusionClassifier(tiny_spec, image_backbone="small_cnn", pretrained="none", image_size=32,
+                           max_epochs=1,
+                           progress=False).fit(tiny_df.iloc[:18], tiny_df.iloc[18:],
+                                               run_dir=tmp_path)
+    assert clf._device() == perf.resolve_device("auto")
+    proba = clf.predict_proba(tiny_df.iloc[:4])
+    assert proba.shape == (4, 2) and abs(float(proba.sum()) - 4.0) < 1e-5

@@ -71,7 +71,10 @@ def train_network(
     from medfuse.perf import loader_options, resolve_device
 
     # workers from the CPU count, pinned memory for a GPU (Lightning moves the batches)
-    device = resolve_device(params.accelerator)
+    try:
+        device = resolve_device(params.accelerator)
+    except ValueError as e:  # a GPU asked for where there is none
+        raise ConfigError(str(e)) from None
     loader_kw: dict[str, Any] = dict(batch_size=params.batch_size,
                                      **loader_options(device, params.num_workers))
     from medfuse.perf import tune_malloc
