@@ -121,14 +121,14 @@ def test_scale_section_times_every_stage_and_reports_its_growth(
 
     monkeypatch.setattr(scale, "run_job", in_process)
     monkeypatch.setattr(scale, "QUICK_NEAR_DUPLICATE_ROWS", (3000,))
-    sc = scale.section(Context(out=tmp_path, quick=True), rows=(60, 120))
-    assert sc["rows"] == [60, 120] and set(sc["stages"]) == set(scale.STAGES)
+    sc = scale.section(Context(out=tmp_path, quick=True), rows=(40, 80))
+    assert sc["rows"] == [40, 80] and set(sc["stages"]) == set(scale.STAGES)
     for name, st in sc["stages"].items():
         assert "errors" not in st, (name, st)
         assert all(isinstance(s, float) and s > 0 for s in st["seconds"]), name
         assert isinstance(st["exponent"], float), name
     assert sc["near_duplicates"]["n"] == [3000] and sc["near_duplicates"]["errors"] == []
-    assert not any((tmp_path / "work" / "scale" / str(n) / "data").exists() for n in (60, 120))
+    assert not any((tmp_path / "work" / "scale" / str(n) / "data").exists() for n in (40, 80))
     results = assemble({"scale": sc}, quick=True)
     targets = {t["target"]: t for t in results["targets"]}
     assert targets["near-duplicate grouping of 100k hashes under 8 views (s)"]["met"] is None
