@@ -71,6 +71,7 @@ def test_bad_method_and_distance_are_named() -> None:
 
 def _forget_this_process() -> None:
     digests._DIGESTS.clear()
+    digests._PENDING.clear()
     for store in digests._STORES.values():
         store.close()
     digests._STORES.clear()
@@ -119,3 +120,19 @@ def test_an_unusable_store_only_costs_speed(tmp_path: Path,
     assert "hash store" in caplog.text and "hashed again" in caplog.text
     _forget_this_process()
     assert digests.file_digests(paths, store=store) == got  # still answers, no error
+
+
+def test_single_file_digests_are_stored_in_batches(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = _images(tmp_path, 5)
+    _forget_this_process()
+    monkeypatch.setattr(digests, "PENDING_BATCH", 3)
+    first = [digests.file_digest(p) for p in paths]
+    assert len(digests._PENDING) == 2  # 3 written with the third, 2 waiting
+    digests.flush_pending()
+    assert digests._PENDING == []
+    _forget_this_process()
+    read: list[str] = []
+    real = digests._sha1
+    monkeypatch.setattr(digests, "_sha1", lambda p: read.append(p) or real(p))
+    assert [digests.file_digest(p) for p in paths] == first and read == []

@@ -15,6 +15,7 @@ hashes, one row per file, written incrementally (not one JSON file rewritten who
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import logging
@@ -206,13 +207,44 @@ def file_digests(paths: Sequence[str | Path], workers: int = 4,
     return [out[k] for k in keys]
 
 
+_PENDING: list[tuple[tuple[str, int, int], str]] = []
+#: digests of single files (:func:`file_digest`) are written to the store in batches this big
+PENDING_BATCH = 256
+
+
+def flush_pending() -> None:
+    """Write the digests :func:`file_digest` computed and has not stored yet."""
+    with _LOCK:
+        batch = list(_PENDING)
+        _PENDING.clear()
+    if batch:
+        hash_store().put_digests(batch)
+
+
+atexit.register(flush_pending)
+
+
 def file_digest(path: str | Path) -> str:
-    """sha1 of a file's bytes (content key of the feature cache); see :func:`file_digests`."""
+    """sha1 of a file's bytes (content key of the feature cache); see :func:`file_digests`.
+
+    One file at a time (e.g. per image a DataLoader reads): a store miss reads the file and
+    queues its digest, written with the next :data:`PENDING_BATCH` (or at exit), so an epoch
+    over new images pays no database transaction per image.
+    """
     key = _stat_key(path)
     with _LOCK:
         if key in _DIGESTS:
             return _DIGESTS[key]
-    return file_digests([path])[0]
+    known = hash_store().digests([key])
+    digest = known.get(key[0]) or _sha1(key[0])
+    with _LOCK:
+        _DIGESTS[key] = digest
+        if key[0] not in known:
+            _PENDING.append((key, digest))
+        full = len(_PENDING) >= PENDING_BATCH
+    if full:
+        flush_pending()
+    return digest
 
 
 def module_digest(module: torch.nn.Module) -> str:
