@@ -77,16 +77,15 @@ def stage(which: str, folder: str) -> dict[str, Any]:
     """The job: one stage on the rows in ``folder`` (see the module's docstring)."""
     from medfuse.runs import estimator_from_config
 
-    name = which
     out: dict[str, Any] = {}
-    if name == "validate":
+    if which == "validate":
         from medfuse.data import load_data
 
         cfg = _config(folder, "fused")
         t0 = time.perf_counter()
         df, _ = load_data(cfg.data)
         out["rows"] = len(df)
-    elif name == "group":
+    elif which == "group":
         from medfuse.data import load_data
         from medfuse.data.splits import group_labels
 
@@ -95,17 +94,17 @@ def stage(which: str, folder: str) -> dict[str, Any]:
         t0 = time.perf_counter()
         _, report = group_labels(df, cfg.data)
         out.update(groups=report.n_groups, duplicate_images=report.duplicate_images)
-    elif name in ("extract", "fit_hybrid", "fit_fused"):
-        cfg = _config(folder, "fused" if name == "fit_fused" else "hybrid", flips=False)
+    elif which in ("extract", "fit_hybrid", "fit_fused"):
+        cfg = _config(folder, "fused" if which == "fit_fused" else "hybrid", flips=False)
         _, train, valid, _ = _split(cfg)
         clf = estimator_from_config(cfg)
         clf.progress = False
         t0 = time.perf_counter()
         clf.fit(train, valid)
-        if name == "fit_fused":
+        if which == "fit_fused":
             clf.save(Path(folder) / "fused_model")
         out["train_rows"] = len(train)
-    elif name == "predict":
+    elif which == "predict":
         from medfuse.data import load_data
         from medfuse.estimators.fused import FusionClassifier
 
@@ -116,7 +115,7 @@ def stage(which: str, folder: str) -> dict[str, Any]:
         proba = clf.predict_proba(df)
         out["rows"] = len(proba)
     else:
-        raise ValueError(f"unknown stage {name!r}; one of {STAGES}")
+        raise ValueError(f"unknown stage {which!r}; one of {STAGES}")
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
 

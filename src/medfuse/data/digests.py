@@ -22,7 +22,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -175,38 +175,6 @@ def hash_store() -> HashStore:
         return _STORES[key]
 
 
-def file_digests(paths: Sequence[str | Path], workers: int = 4,
-                 store: HashStore | None = None) -> list[str]:
-    """sha1 of each file's bytes, reading only files not seen unchanged before.
-
-    Unchanged means same absolute path, size and mtime (like ``git`` and ``make``); the
-    answers are remembered in this process and in :func:`hash_store`.
-    """
-    keys = [_stat_key(p) for p in paths]
-    out: dict[tuple[str, int, int], str] = {}
-    with _LOCK:
-        for k in keys:
-            if k in _DIGESTS:
-                out[k] = _DIGESTS[k]
-    missing = list(dict.fromkeys(k for k in keys if k not in out))
-    if missing:
-        store = store or hash_store()
-        known = store.digests(missing)
-        for k in missing:
-            if k[0] in known:
-                out[k] = known[k[0]]
-        todo = [k for k in missing if k not in out]
-        if todo:
-            read: Callable[[tuple[str, int, int]], str] = lambda k: _sha1(k[0])  # noqa: E731
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                fresh = list(zip(todo, pool.map(read, todo), strict=True))
-            out.update(fresh)
-            store.put_digests(fresh)
-        with _LOCK:
-            _DIGESTS.update((k, out[k]) for k in missing)
-    return [out[k] for k in keys]
-
-
 _PENDING: list[tuple[tuple[str, int, int], str]] = []
 #: digests of single files (:func:`file_digest`) are written to the store in batches this big
 PENDING_BATCH = 256
@@ -224,27 +192,57 @@ def flush_pending() -> None:
 atexit.register(flush_pending)
 
 
+def file_digests(paths: Sequence[str | Path], workers: int = 4,
+                 store: HashStore | None = None, defer: bool = False) -> list[str]:
+    """sha1 of each file's bytes, reading only files not seen unchanged before.
+
+    Unchanged means same absolute path, size and mtime (like ``git`` and ``make``); the
+    answers are remembered in this process and in :func:`hash_store`. ``defer`` queues new
+    digests and writes them with the next :data:`PENDING_BATCH` (or at exit) instead of now.
+    """
+    keys = [_stat_key(p) for p in paths]
+    out: dict[tuple[str, int, int], str] = {}
+    with _LOCK:
+        for k in keys:
+            if k in _DIGESTS:
+                out[k] = _DIGESTS[k]
+    missing = list(dict.fromkeys(k for k in keys if k not in out))
+    if not missing:
+        return [out[k] for k in keys]
+    store = store or hash_store()
+    known = store.digests(missing)
+    out.update((k, known[k[0]]) for k in missing if k[0] in known)
+    todo = [k[0] for k in missing if k not in out]
+    if len(todo) > 1 and workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            digests = list(pool.map(_sha1, todo))
+    else:
+        digests = [_sha1(p) for p in todo]
+    fresh = [(k, d) for k, d in zip((k for k in missing if k not in out), digests, strict=True)]
+    out.update(fresh)
+    with _LOCK:
+        _DIGESTS.update((k, out[k]) for k in missing)
+        if defer:
+            _PENDING.extend(fresh)
+        full = len(_PENDING) >= PENDING_BATCH
+    if not defer:
+        store.put_digests(fresh)
+    elif full:
+        flush_pending()
+    return [out[k] for k in keys]
+
+
 def file_digest(path: str | Path) -> str:
     """sha1 of a file's bytes (content key of the feature cache); see :func:`file_digests`.
 
-    One file at a time (e.g. per image a DataLoader reads): a store miss reads the file and
-    queues its digest, written with the next :data:`PENDING_BATCH` (or at exit), so an epoch
-    over new images pays no database transaction per image.
+    One file at a time (e.g. per image a DataLoader reads): a new digest is written to the
+    store with the next batch, so an epoch over new images pays no transaction per image.
     """
     key = _stat_key(path)
     with _LOCK:
         if key in _DIGESTS:
             return _DIGESTS[key]
-    known = hash_store().digests([key])
-    digest = known.get(key[0]) or _sha1(key[0])
-    with _LOCK:
-        _DIGESTS[key] = digest
-        if key[0] not in known:
-            _PENDING.append((key, digest))
-        full = len(_PENDING) >= PENDING_BATCH
-    if full:
-        flush_pending()
-    return digest
+    return file_digests([path], workers=1, defer=True)[0]
 
 
 def module_digest(module: torch.nn.Module) -> str:
