@@ -212,13 +212,14 @@ def file_digests(paths: Sequence[str | Path], workers: int = 4,
     store = store or hash_store()
     known = store.digests(missing)
     out.update((k, known[k[0]]) for k in missing if k[0] in known)
-    todo = [k[0] for k in missing if k not in out]
+    todo = [k for k in missing if k not in out]
+    paths_todo = [k[0] for k in todo]
     if len(todo) > 1 and workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            digests = list(pool.map(_sha1, todo))
+            digests = list(pool.map(_sha1, paths_todo))
     else:
-        digests = [_sha1(p) for p in todo]
-    fresh = [(k, d) for k, d in zip((k for k in missing if k not in out), digests, strict=True)]
+        digests = [_sha1(p) for p in paths_todo]
+    fresh = list(zip(todo, digests, strict=True))
     out.update(fresh)
     with _LOCK:
         _DIGESTS.update((k, out[k]) for k in missing)
@@ -238,10 +239,6 @@ def file_digest(path: str | Path) -> str:
     One file at a time (e.g. per image a DataLoader reads): a new digest is written to the
     store with the next batch, so an epoch over new images pays no transaction per image.
     """
-    key = _stat_key(path)
-    with _LOCK:
-        if key in _DIGESTS:
-            return _DIGESTS[key]
     return file_digests([path], workers=1, defer=True)[0]
 
 
