@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,12 @@ import pytest
 
 from medfuse.config import DataSpec, ModelSpec, RunConfig, TrainSpec
 from medfuse.errors import DataError
-from medfuse.evaluation.label_audit import ISSUE_COLUMNS, issue_families, label_audit
+from medfuse.evaluation.label_audit import (
+    ISSUE_COLUMNS,
+    issue_families,
+    label_audit,
+    pool_predictions,
+)
 from medfuse.scoring.label_issues import find_issues
 
 
@@ -55,6 +61,53 @@ def test_flipped_labels_are_found_first(k: int) -> None:
     assert sum(v["issues"] for v in summary["by_label"].values()) == len(flagged)
     assert families["issues"].sum() == len(flagged)
     assert families["issues"].is_monotonic_decreasing
+
+
+def test_a_family_mostly_flagged_is_flagged_whole() -> None:
+    frame, _ = _oof(n=300, seed=1)
+    family = frame["split_group"] == 10  # rows 30-32: two look like the other class
+    frame.loc[family, "y"] = "c0"
+    frame.loc[family, ["prob_c0", "prob_c1"]] = [[.01, .99], [.02, .98], [.6, .4]]
+    table, _, summary = label_audit(frame, target="y")
+    rows = table[table["split_group"] == 10]
+    assert rows["is_issue"].sum() == 2 and rows["family_issue"].all()
+    alone = table[~table["split_group"].isin(
+        table.loc[table["family_issue"], "split_group"])]
+    assert not alone["family_issue"].any()
+    assert summary["cleanup"]["family_rows"] == int(table["family_issue"].sum())
+
+
+def test_pooling_two_models_weighs_each_by_its_accuracy() -> None:
+    good, _ = _oof(n=200, seed=2)
+    weak = good.copy()
+    weak[["prob_c0", "prob_c1"]] = 0.5 + 0.2 * np.random.default_rng(3).normal(
+        size=(200, 1)).clip(-2, 2) * [1, -1]
+    weak = weak.sample(frac=1.0, random_state=0)  # another file: rows in another order
+    pooled, members = pool_predictions([("a.csv", good), ("b.csv", weak)], "y")
+    acc = [m["accuracy"] for m in members]
+    assert acc[0] > acc[1] and [m["source"] for m in members] == ["a.csv", "b.csv"]
+    w = np.array(acc) / sum(acc)
+    back = weak.set_index("row").loc[good["row"]]
+    np.testing.assert_allclose(pooled["prob_c1"], w[0] * good["prob_c1"]
+                               + w[1] * back["prob_c1"].to_numpy(), atol=1e-4)
+    assert pooled["row"].tolist() == good["row"].tolist()
+    # a model pooled with itself audits as it does alone
+    alone, _, _ = label_audit(good, target="y")
+    twice, _, _ = label_audit(pool_predictions([("a", good), ("a", good)], "y")[0], "y")
+    pd.testing.assert_frame_equal(alone, twice)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: f.assign(y=f["y"].where(f["row"] != 7, "c9")), "row 7: labelled 'c9'"),
+    (lambda f: f[f["row"] != 5], "no prediction for row 5"),
+    (lambda f: f.rename(columns={"prob_c1": "prob_c2"}), "probability columns"),
+    (lambda f: f.drop(columns="row"), "no 'row' column"),
+    (lambda f: pd.concat([f, f.head(1)]), "row 0: predicted twice"),
+])
+def test_pooling_refuses_predictions_of_another_table(change: Any, message: str) -> None:
+    frame, _ = _oof(n=20)
+    with pytest.raises(DataError, match=message.replace("(", r"\(")):
+        pool_predictions([("a.csv", frame), ("b.csv", change(frame))], "y")
 
 
 def test_quality_is_the_probability_of_the_given_label() -> None:
@@ -190,6 +243,17 @@ def test_fused_cv_drops_flagged_rows_and_audit_rebuilds_an_old_cv(tmp_path: Path
     pd.testing.assert_frame_equal(pd.read_csv(out / "label_issues.csv"), first)
     assert "label_issues" in json.loads((out / "cv_metrics.json").read_text())
     assert (out / "report.html").is_file()
+    # pooled with another cross-validation of the same table (here: a copy of itself)
+    shutil.copytree(out, tmp_path / "other")
+    res = run_cli("audit", str(out), "--with", str(tmp_path / "other"))
+    assert res.returncode == 0, res.stderr
+    assert "2 models' probabilities pooled" in " ".join(res.stdout.split())
+    pd.testing.assert_frame_equal(pd.read_csv(out / "label_issues.csv"), first)
+    audit = json.loads((out / "cv_metrics.json").read_text())["label_issues"]
+    assert len(audit["pooled_models"]) == 2
+    res = run_cli("audit", str(out), "--with", str(tmp_path / "nowhere"))
+    assert res.returncode == 2 and "has no predictions.csv" in res.stderr
+    assert "Traceback" not in res.stderr
     # a folder without out-of-fold predictions: a clear message, no traceback
     (tmp_path / "empty").mkdir()
     res = run_cli("audit", str(tmp_path / "empty"))

@@ -127,8 +127,12 @@ def print_label_issues(audit: dict[str, Any], out: Path) -> None:
     """The label audit's summary: counts, families, the optimistic not-flagged metrics."""
     clean, every = audit["metrics_on_rows_not_flagged"], audit["metrics_on_all_rows"]
     cleanup = audit["cleanup"]
+    models = audit.get("pooled_models") or []
+    pooled = (f", {len(models)} models' probabilities pooled ("
+              + ", ".join(f"{Path(m['source']).parent.name} accuracy {fmt(m['accuracy'])}"
+                          for m in models) + ")") if models else ""
     console.print(
-        f"label audit (cleanlab, out of fold): {audit['issues']} of {audit['rows']} labels "
+        f"label audit (cleanlab, out of fold{pooled}): {audit['issues']} of {audit['rows']} labels "
         f"look wrong, in {audit['families_with_issues']} families; a clean-up would touch "
         f"{cleanup['rows']} rows ({cleanup['families']} families mostly flagged, "
         f"{cleanup['family_rows']} rows). Accuracy on the labels as given "
@@ -141,11 +145,14 @@ def print_label_issues(audit: dict[str, Any], out: Path) -> None:
 def audit(
     run: Annotated[Path, typer.Argument(help="output folder of 'medfuse cv' (or 'medfuse "
                                              "train': its test rows)")],
+    with_: Annotated[list[Path] | None, typer.Option(
+        "--with", help="the output folder of another model's 'medfuse cv' of the same table "
+                       "(repeatable): its out-of-fold probabilities are pooled with RUN's")] = None,
 ) -> None:
     """Label audit: the labels that look wrong (cleanlab), per row and per family; report."""
     from medfuse.runs.audit import audit_run
 
-    print_label_issues(audit_run(run), run)
+    print_label_issues(audit_run(run, with_ or []), run)
     console.print(f"report: [bold]{run / 'report.html'}[/]")
 
 

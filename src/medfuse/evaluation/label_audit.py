@@ -40,7 +40,8 @@ from medfuse.scoring.label_issues import FILTER_METHOD, QUALITY_METHOD, find_iss
 
 ISSUES_FILE = "label_issues.csv"
 ISSUE_FAMILIES_FILE = "label_issue_families.csv"
-ISSUE_COLUMNS = ["row", "label", "suggested_label", "quality", "split_group", "is_issue"]
+ISSUE_COLUMNS = ["row", "label", "suggested_label", "quality", "split_group", "is_issue",
+                 "family_issue"]
 FAMILY_COLUMNS = ["split_group", "label", "n", "issues", "issue_fraction", "mean_quality",
                   "suggested_label", "rows", "images"]
 #: a family with at least this share of its rows flagged is relabelled whole by a clean-up
@@ -112,9 +113,22 @@ def label_audit(oof: pd.DataFrame, target: str, image: str | None = None,
                               kind="stable").reset_index(drop=True)
     families = issue_families(table)
     summary = _summary(table, families, classes, found.notes)
+    table = _with_family_issue(table, families)
     if not image or image not in oof:
         table = table.drop(columns="image")
     return table, families, summary
+
+
+def _with_family_issue(table: pd.DataFrame, families: pd.DataFrame) -> pd.DataFrame:
+    """``family_issue`` after ``is_issue``: the row's family (split group x label) has at
+    least :data:`FAMILY_MAJORITY` of its rows flagged, so a clean-up relabels it whole."""
+    whole = families.loc[families["issue_fraction"] >= FAMILY_MAJORITY, ["split_group", "label"]]
+    keys = pd.MultiIndex.from_frame(table[["split_group", "label"]].astype(str))
+    flagged = keys.isin(pd.MultiIndex.from_frame(whole.astype(str))) if len(whole) else \
+        np.zeros(len(table), dtype=bool)
+    table.insert(list(table.columns).index("is_issue") + 1, "family_issue",
+                 np.asarray(flagged, dtype=bool))
+    return table
 
 
 def _given_labels(oof: pd.DataFrame, target: str, classes: Sequence[str], sep: str
@@ -163,9 +177,83 @@ def _multilabel_audit(oof: pd.DataFrame, target: str, image: str | None,
                          "multi-label self-confidence (exponential moving average over labels); "
                          "suspect_labels: each label audited alone as a binary task")
     summary["multilabel"] = True
+    table = _with_family_issue(table, families)
     if not image or image not in oof:
         table = table.drop(columns="image")
     return table, families, summary
+
+
+def pool_predictions(members: Sequence[tuple[str, pd.DataFrame]], target: str, sep: str = "|"
+                     ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Out-of-sample predictions of several models of one table, pooled for the audit.
+
+    ``members`` are ``(source, predictions)`` pairs, the first one the run audited; each
+    holds ``row``, ``target`` and the same ``prob_<class>`` columns, every row once, the
+    same label per row. The pooled table is the first one with its probabilities replaced
+    by their mean over the members weighted by each member's accuracy on the labels as
+    given (cleanlab's convention for ensembles, ``weight_ensemble_members_by="accuracy"``);
+    multi-label ``pred_<label>`` columns become ``pooled probability >= 0.5``. Models that
+    fail differently -- a fine-tuned network and frozen features with a linear head --
+    disagree on hard rows and agree on wrong labels, so the pool ranks labels better than
+    either model (``benchmarks/README.md``, issue 25). Also returns each member's source,
+    accuracy and weight.
+    """
+    if not members:
+        raise ValueError("pool_predictions needs at least one predictions table")
+    first_source, first = members[0]
+    columns = probability_columns(first)
+    aligned: list[pd.DataFrame] = []
+    for source, frame in members:
+        for col in ("row", target):
+            if col not in frame.columns:
+                raise DataError(f"{source} has no '{col}' column: pooling predictions needs "
+                                "the input table's row and label beside the probabilities "
+                                "(rebuild it with `medfuse cv`).")
+        if probability_columns(frame) != columns:
+            raise DataError(f"{source} has the probability columns "
+                            f"{probability_columns(frame)}, {first_source} has {columns}: "
+                            "pool predictions of models of the same classes only.")
+        rows = frame["row"]
+        if rows.duplicated().any():
+            dup = int(rows[rows.duplicated()].iloc[0])
+            raise DataError(f"{source}, row {dup}: predicted twice; pool out-of-fold "
+                            "predictions (every row once), e.g. of `medfuse cv` runs.")
+        missing = sorted(set(first["row"]) ^ set(rows))
+        if missing:
+            where = first_source if missing[0] not in set(first["row"]) else source
+            raise DataError(f"{where} has no prediction for row {missing[0]} "
+                            f"({len(missing)} rows differ between {first_source} and "
+                            f"{source}): pool predictions of the same table's rows.")
+        frame = frame.set_index("row").loc[first["row"]]
+        given = frame[target].astype(str).to_numpy()
+        differ = np.flatnonzero(given != first[target].astype(str).to_numpy())
+        if len(differ):
+            k = differ[0]
+            raise DataError(f"row {int(first['row'].iloc[k])}: labelled {given[k]!r} in "
+                            f"{source} but {first[target].astype(str).iloc[k]!r} in "
+                            f"{first_source}: pool predictions of the same labels.")
+        aligned.append(frame)
+    hot = _given_labels(first, target, [c[len("prob_"):] for c in columns], sep) \
+        if is_multilabel(first) else None
+    probas, accuracies = [], []
+    for frame in aligned:
+        proba = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+        if hot is not None:
+            accuracies.append(float(((proba >= 0.5) == hot).mean()))
+        else:
+            classes = np.array([c[len("prob_"):] for c in columns], dtype=object)
+            accuracies.append(float((classes[proba.argmax(axis=1)]
+                                     == frame[target].astype(str).to_numpy()).mean()))
+        probas.append(proba)
+    weights = np.asarray(accuracies) / max(sum(accuracies), 1e-12)
+    pooled = first.copy()
+    pooled[columns] = np.tensordot(weights, np.stack(probas), axes=1)
+    if hot is not None:
+        for c in columns:
+            pooled[f"pred_{c[len('prob_'):]}"] = (pooled[c] >= 0.5).astype(int)
+    info = [{"source": source, "accuracy": round(a, 4), "weight": round(float(w), 4)}
+            for (source, _), a, w in zip(members, accuracies, weights, strict=True)]
+    return pooled, info
 
 
 def issue_families(table: pd.DataFrame) -> pd.DataFrame:

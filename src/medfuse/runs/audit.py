@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from medfuse.evaluation.label_audit import (
     ISSUE_FAMILIES_FILE,
     ISSUES_FILE,
     label_audit,
+    pool_predictions,
     pooled_metrics,
 )
 from medfuse.io import MANIFEST, RunDirError, add_to_manifest
@@ -58,6 +60,7 @@ def audit_examples(table: pd.DataFrame, df: pd.DataFrame | None, cfg: RunConfig
 def audit_predictions(predictions: pd.DataFrame, cfg: RunConfig,
                       folds: list[dict[str, Any]] | None = None, source: str = "predictions.csv",
                       df: pd.DataFrame | None = None,
+                      others: Sequence[tuple[str, pd.DataFrame]] = (),
                       ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """The label audit of out-of-sample ``predictions`` (cleanlab), for the metrics file.
 
@@ -66,12 +69,23 @@ def audit_predictions(predictions: pd.DataFrame, cfg: RunConfig,
     left out), to show how much the suspect labels weigh, never to replace the first.
     ``folds`` (the per-fold metrics) give how many training rows each fold's
     ``train.label_issues`` handling flagged; ``df`` (the input table) the tabular values
-    and text of the most suspect rows (``examples``).
+    and text of the most suspect rows (``examples``). ``others``: ``(source, predictions)``
+    of other models' out-of-sample predictions of the same rows, pooled with these for the
+    audit (:func:`~medfuse.evaluation.label_audit.pool_predictions`); the metrics stay
+    those of ``predictions``.
     """
     t0 = time.perf_counter()
     sep = cfg.data.separator
-    table, families, audit = label_audit(predictions, cfg.data.target, cfg.data.image,
+    audited, members = predictions, list[dict[str, Any]]()
+    if others:
+        audited, members = pool_predictions([(source, predictions), *others],
+                                            cfg.data.target, sep)
+    table, families, audit = label_audit(audited, cfg.data.target, cfg.data.image,
                                          source=source, sep=sep)
+    if members:
+        audit["pooled_models"] = members
+        audit["method"] += ("; probabilities pooled over the out-of-sample predictions of "
+                            f"{len(members)} models, weighted by accuracy")
     flagged = set(table.loc[table["is_issue"], "row"].tolist())
     rows = predictions["row"] if "row" in predictions else pd.Series(range(len(predictions)),
                                                                    index=predictions.index)
@@ -88,11 +102,13 @@ def audit_predictions(predictions: pd.DataFrame, cfg: RunConfig,
     return table, families, audit
 
 
-def audit_run(run: Path) -> dict[str, Any]:
+def audit_run(run: Path, others: Sequence[Path] = ()) -> dict[str, Any]:
     """Re-audit ``run`` (a ``medfuse cv`` or ``medfuse train`` directory); the summary.
 
     Writes the two CSV files, the ``label_issues`` entry of ``cv_metrics.json`` (or
-    ``metrics.json``) and rebuilds ``report.html``.
+    ``metrics.json``) and rebuilds ``report.html``. ``others``: directories (or
+    ``predictions.csv`` files) of other models' cross-validations of the same table, whose
+    out-of-fold probabilities are pooled with ``run``'s (``medfuse audit RUN --with OTHER``).
     """
     from medfuse.config import load_config
     from medfuse.evaluation.report import build_cv_report, build_report
@@ -113,7 +129,8 @@ def audit_run(run: Path) -> dict[str, Any]:
     metrics_path = run / ("cv_metrics.json" if is_cv else "metrics.json")
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     table, families, audit = audit_predictions(predictions, cfg, metrics.get("folds"),
-                                               source=str(preds_path), df=_table(cfg))
+                                               source=str(preds_path), df=_table(cfg),
+                                               others=[_other(p) for p in others])
     audit["rows_audited"] = "every row, out of fold" if is_cv else \
         "the held-out test rows only (a holdout run's model saw the others)"
     _write_csv(run / ISSUES_FILE, table)
@@ -126,6 +143,19 @@ def audit_run(run: Path) -> dict[str, Any]:
                         + ([metrics_path.name] if metrics else []))
     (build_cv_report if is_cv else build_report)(run)
     return audit
+
+
+def _other(path: Path) -> tuple[str, pd.DataFrame]:
+    """Another model's out-of-fold predictions, from its cv directory or predictions.csv."""
+    file = path / "predictions.csv" if path.is_dir() else path
+    if not file.is_file():
+        raise RunDirError(f"{path} has no predictions.csv: pass to --with the --out folder of "
+                          "another 'medfuse cv' of the same table.")
+    if (file.parent / "metrics.json").is_file() and not (file.parent / "cv_metrics.json"
+                                                         ).is_file():
+        raise RunDirError(f"{path} is a 'medfuse train' run: its model saw most rows. Pass "
+                          "to --with a 'medfuse cv' folder (every row predicted out of fold).")
+    return str(file), pd.read_csv(file)
 
 
 def _table(cfg: RunConfig) -> pd.DataFrame | None:

@@ -65,6 +65,7 @@ def label_audit_section(run: Path, audit: Mapping[str, Any] | None, plots: _Plot
     return {
         "available": True, "method": audit.get("method", ""),
         "rows_audited": audit.get("rows_audited", "every row, out of fold"),
+        "pooled_models": list(audit.get("pooled_models", [])),
         "counts": {"rows": audit.get("rows"), "issues": audit.get("issues"),
                    "families with issues": audit.get("families_with_issues"),
                    "families": audit.get("families"),
@@ -75,7 +76,8 @@ def label_audit_section(run: Path, audit: Mapping[str, Any] | None, plots: _Plot
         "comparison": comparison,
         "training": training,
         "rows": _records(flagged.head(MAX_ROWS), ["row", "label", "suggested_label", "quality",
-                                                  "split_group", "fold", "image"]),
+                                                  "split_group", "family_issue", "fold",
+                                                  "image"]),
         "more_rows": max(0, len(flagged) - MAX_ROWS),
         "families": _records(families.head(MAX_FAMILIES), list(families.columns))
         if families is not None else [],
@@ -102,7 +104,7 @@ def error_families_section(run: Path, metrics: Mapping[str, Any]) -> dict[str, A
     """The families holding out-of-fold errors, most errors first."""
     table, problem = _read_csv(run / FAMILIES_FILE)
     if table is not None and "images" in table:  # file names: the folder is the same for all
-        table["images"] = table["images"].fillna("").astype(str).map(
+        table["images"] = table["images"].astype(object).fillna("").astype(str).map(
             lambda s: " ".join(Path(p).name for p in s.split()))
     return {"summary": metrics.get("error_families"), "problem": problem,
             "columns": list(table.columns) if table is not None else [],
