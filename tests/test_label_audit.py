@@ -91,6 +91,9 @@ def test_pooling_two_models_weighs_each_by_its_accuracy() -> None:
     np.testing.assert_allclose(pooled["prob_c1"], w[0] * good["prob_c1"]
                                + w[1] * back["prob_c1"].to_numpy(), atol=1e-4)
     assert pooled["row"].tolist() == good["row"].tolist()
+    # a holdout run's test rows pooled with a cross-validation of the whole table
+    part, _ = pool_predictions([("test.csv", good.iloc[50:120]), ("cv.csv", weak)], "y")
+    assert part["row"].tolist() == good["row"].iloc[50:120].tolist()
     # a model pooled with itself audits as it does alone
     alone, _, _ = label_audit(good, target="y")
     twice, _, _ = label_audit(pool_predictions([("a", good), ("a", good)], "y")[0], "y")
@@ -253,6 +256,9 @@ def test_fused_cv_drops_flagged_rows_and_audit_rebuilds_an_old_cv(tmp_path: Path
     assert len(audit["pooled_models"]) == 2
     res = run_cli("audit", str(out), "--with", str(tmp_path / "nowhere"))
     assert res.returncode == 2 and "has no predictions.csv" in res.stderr
+    (tmp_path / "other" / "predictions.csv").write_text("")
+    res = run_cli("audit", str(out), "--with", str(tmp_path / "other"))
+    assert res.returncode == 2 and "could not be read" in res.stderr
     assert "Traceback" not in res.stderr
     # a folder without out-of-fold predictions: a clear message, no traceback
     (tmp_path / "empty").mkdir()

@@ -155,7 +155,11 @@ def _other(path: Path) -> tuple[str, pd.DataFrame]:
                                                          ).is_file():
         raise RunDirError(f"{path} is a 'medfuse train' run: its model saw most rows. Pass "
                           "to --with a 'medfuse cv' folder (every row predicted out of fold).")
-    return str(file), pd.read_csv(file)
+    try:
+        return str(file), pd.read_csv(file)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{file} could not be read ({e}): rebuild it with 'medfuse cv'."
+                          ) from e
 
 
 def _table(cfg: RunConfig) -> pd.DataFrame | None:
