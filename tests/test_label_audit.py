@@ -100,6 +100,28 @@ def test_pooling_two_models_weighs_each_by_its_accuracy() -> None:
     pd.testing.assert_frame_equal(alone, twice)
 
 
+def test_pooling_multilabel_predictions_audits_them() -> None:
+    rng = np.random.default_rng(4)
+    hot = rng.random((60, 2)) < 0.5
+    hot[0] = [True, False]
+    labels = ["|".join(n for n, h in zip("ab", r, strict=True) if h) for r in hot]
+    frame = pd.DataFrame({"y": labels,
+                          "row": range(60), "split_group": range(60)})
+    for j, c in enumerate("ab"):
+        frame[f"prob_{c}"] = np.where(hot[:, j], 0.9, 0.1)
+    frame.loc[0, "prob_a"] = 0.02  # row 0 is labelled "a"; the model disagrees
+    other = frame.copy()
+    other[["prob_a", "prob_b"]] = other[["prob_a", "prob_b"]] * 0.8 + 0.1
+    for f in (frame, other):
+        for c in "ab":
+            f[f"pred_{c}"] = (f[f"prob_{c}"] >= 0.5).astype(int)
+    pooled, members = pool_predictions([("a", frame), ("b", other)], "y")
+    assert [m["accuracy"] for m in members] == [round(119 / 120, 4)] * 2
+    assert pooled.loc[0, "pred_a"] == 0 and pooled.loc[1:, "pred_a"].eq(hot[1:, 0]).all()
+    table, _, summary = label_audit(pooled, "y")
+    assert summary["multilabel"] and table.iloc[0]["row"] == 0
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda f: f.assign(y=f["y"].where(f["row"] != 7, "c9")), "row 7: labelled 'c9'"),
     (lambda f: f[f["row"] != 5], "no prediction for row 5"),
