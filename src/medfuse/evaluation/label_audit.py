@@ -234,17 +234,15 @@ def pool_predictions(members: Sequence[tuple[str, pd.DataFrame]], target: str, s
                             f"{source} but {first[target].astype(str).iloc[k]!r} in "
                             f"{first_source}: pool predictions of the same labels.")
         aligned.append(frame)
-    hot = _given_labels(first, target, [c[len("prob_"):] for c in columns], sep) \
-        if is_multilabel(first) else None
+    classes = np.array([c[len("prob_"):] for c in columns], dtype=object)
+    hot = _given_labels(first, target, list(classes), sep) if is_multilabel(first) else None
+    given = first[target].astype(str).to_numpy()  # the same in every member (checked above)
     probas, accuracies = [], []
     for frame in aligned:
         proba = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-        if hot is not None:
-            accuracies.append(float(((proba >= 0.5) == hot).mean()))
-        else:
-            classes = np.array([c[len("prob_"):] for c in columns], dtype=object)
-            accuracies.append(float((classes[proba.argmax(axis=1)]
-                                     == frame[target].astype(str).to_numpy()).mean()))
+        right = (proba >= 0.5) == hot if hot is not None else \
+            classes[proba.argmax(axis=1)] == given
+        accuracies.append(float(np.mean(right)))
         probas.append(proba)
     weights = np.asarray(accuracies) / max(sum(accuracies), 1e-12)
     pooled = first.copy()
