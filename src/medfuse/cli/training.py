@@ -34,13 +34,18 @@ def train(
     metrics = train_run(load_config(config, set_ or []), out, resume=resume)
     if not metrics:  # another process of a DDP run: the first one reports
         return
+    print_test(metrics)
+    console.print(f"run directory: [bold]{out}[/]; report: [bold]{out / 'report.html'}[/]")
+
+
+def print_test(metrics: dict[str, Any]) -> None:
+    """The test-rows summary of a train run: headline, per-label table, uncertainty."""
     console.print(f"test: {headline(metrics)}")
     labels = per_label_table(metrics, "test rows, per label")
     if labels is not None:
         console.print(labels)
     for line in uncertainty_lines(metrics):
         console.print(line)
-    console.print(f"run directory: [bold]{out}[/]; report: [bold]{out / 'report.html'}[/]")
 
 
 def cv(
@@ -209,11 +214,6 @@ def demo(
     cfg = load_config("synth_derm", set_ or [])
     console.print("training a fused image + tabular + text model on synth-derm ...")
     metrics = train_run(cfg, out)
-    console.print(f"test: {headline(metrics)}")
-    labels = per_label_table(metrics, "test rows, per label")
-    if labels is not None:
-        console.print(labels)
-    for line in uncertainty_lines(metrics):
-        console.print(line)
+    print_test(metrics)
     console.print(f"run directory (metrics.json, predictions.csv, model): [bold]{out}[/]")
     console.print(f"report: [bold]{out / 'report.html'}[/]")
